@@ -22,6 +22,8 @@ try:  # CPython's built-in md5 is several times cheaper per call than OpenSSL's 
 except ImportError:  # pragma: no cover
     from hashlib import md5 as _md5
 
+from operator import index as _index
+
 cnp.import_array()
 
 DEF WRITE_OP = 0x1E0001
@@ -126,6 +128,7 @@ cdef class RingCore:
     cdef const int32_t* _zown
     cdef const int64_t* _zoff
     cdef list _single  # for RF=1 lookups: one shared, immutable ReplicationSet per instance
+    cdef GoRand _rnd  # reused by shard picks: reseeding is O(1), allocating one is not
     cdef const uint32_t* _tokens
     cdef const int32_t* _owner
     cdef const int32_t* _zone_of
@@ -278,7 +281,7 @@ cdef class RingCore:
         """Replicas for ``key`` (a uint32 token) healthy for ``op``; ``now`` enables heartbeat checks."""
         cdef uint32_t k
         try:
-            k = key
+            k = key if type(key) is int else _index(key)
         except (OverflowError, TypeError):
             raise InvalidRingError(f"key must be a uint32, got {key!r}") from None
         if not self._loaded:
@@ -402,7 +405,9 @@ cdef class RingCore:
             raise MemoryError()
         memset(in_shard, 0, self._n_instances + 1)
         cdef list picked = []
-        cdef GoRand rnd = GoRand.__new__(GoRand)
+        if self._rnd is None:
+            self._rnd = GoRand.__new__(GoRand)
+        cdef GoRand rnd = self._rnd
         cdef int z, inst, i
         cdef Py_ssize_t lo, n_tok, start, step, p
         cdef const uint32_t* toks

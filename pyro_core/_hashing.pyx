@@ -1,6 +1,7 @@
 # cython: language_level=3
 # Compiled series-token kernels (twin: pyro_core/_pure/hashing.py).
 # Owns: FNV-1 32 (Pyroscope's TokenFor) in a C loop, its batch form, and the xxhash token batch.
+# C-level interface: bindings/pyro_core/_hashing.pxd.
 from libc.stdint cimport uint32_t
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
@@ -13,7 +14,7 @@ _SEPARATOR = b"\xff"
 _xxh3 = xxhash.xxh3_64_intdigest
 
 
-cdef inline uint32_t _fnv1(const unsigned char* p, Py_ssize_t n, uint32_t h) noexcept nogil:
+cdef uint32_t _fnv1(const unsigned char* p, Py_ssize_t n, uint32_t h) noexcept nogil:
     cdef Py_ssize_t i
     for i in range(n):
         h = h * FNV32_PRIME

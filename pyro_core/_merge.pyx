@@ -2,6 +2,7 @@
 # Compiled kernels behind the ring-state merge (twin: pyro_core/_pure/merge.py).
 # Owns: token-list equality (memcmp), duplicate-token detection across instances (open-addressing
 # hash set, no Python objects per token) and conflict resolution by rank. Sees token arrays only.
+# C-level interface: bindings/pyro_core/_merge.pxd.
 cimport cython
 from libc.stdint cimport uint32_t, uint64_t, int64_t
 from libc.string cimport memcmp, memset
@@ -13,18 +14,21 @@ cimport numpy as cnp
 cnp.import_array()
 
 
+cdef bint tokens_equal_c(const uint32_t* a, Py_ssize_t na, const uint32_t* b, Py_ssize_t nb) noexcept nogil:
+    if na != nb:
+        return False
+    return na == 0 or memcmp(a, b, na * sizeof(uint32_t)) == 0
+
+
 def tokens_equal(a, b):
     """Whether two sorted token lists are equal."""
     if a is b:
         return True
     cdef const uint32_t[::1] x = a
     cdef const uint32_t[::1] y = b
-    cdef Py_ssize_t n = x.shape[0]
-    if n != y.shape[0]:
-        return False
-    if n == 0:
-        return True
-    return memcmp(&x[0], &y[0], n * sizeof(uint32_t)) == 0
+    if x.shape[0] == 0 or y.shape[0] == 0:
+        return x.shape[0] == y.shape[0]
+    return tokens_equal_c(&x[0], x.shape[0], &y[0], y.shape[0])
 
 
 cdef inline uint64_t _mix(uint32_t t) noexcept nogil:

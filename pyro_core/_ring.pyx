@@ -3,6 +3,7 @@
 # the nogil batch lookup and the shuffle-shard walk, over the flat tables of pyro_core.ring.tables.
 # Owns: speed. The rules are the twin's; tests feed both the same inputs and compare the outputs.
 # Must not know: how tables are built, caches, clocks (``now`` is passed in).
+# The C-level layout of its classes is declared in bindings/pyro_core/_ring.pxd.
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -29,7 +30,6 @@ cnp.import_array()
 DEF WRITE_OP = 0x1E0001
 
 
-@cython.final
 cdef class ReplicationSet:
     """Instances to send an operation to, in ring-walk order, and the failures it tolerates.
 
@@ -37,9 +37,6 @@ cdef class ReplicationSet:
     ``max_unavailable_zones`` says how many whole zones may fail instead.
     """
 
-    cdef readonly tuple instances
-    cdef readonly int max_errors
-    cdef readonly int max_unavailable_zones
 
     def __init__(self, instances=(), int max_errors=0, int max_unavailable_zones=0):
         self.instances = tuple(instances)
@@ -114,36 +111,6 @@ def search_token_py(tokens, key):
 cdef class RingCore:
     """Lookup state of one ring; the public ``Ring`` class adds descriptions and caches on top."""
 
-    cdef public int replication_factor
-    cdef public bint zone_awareness
-    cdef public double heartbeat_timeout
-    cdef object _t
-    cdef list _instances
-    cdef object _arrays  # keeps the numpy arrays behind the pointers alive
-    cdef tuple _shard_arrays
-    cdef const uint8_t* _ro
-    cdef const int64_t* _ro_ts
-    cdef const int64_t* _reg_ts
-    cdef const uint32_t* _ztok
-    cdef const int32_t* _zown
-    cdef const int64_t* _zoff
-    cdef list _single  # for RF=1 lookups: one shared, immutable ReplicationSet per instance
-    cdef GoRand _rnd  # reused by shard picks: reseeding is O(1), allocating one is not
-    cdef const uint32_t* _tokens
-    cdef const int32_t* _owner
-    cdef const int32_t* _zone_of
-    cdef const int32_t* _zone_size
-    cdef const uint8_t* _zone_empty
-    cdef const uint8_t* _state
-    cdef const int64_t* _heartbeat
-    cdef Py_ssize_t _n_tokens
-    cdef int _n_instances
-    cdef int _n_zones
-    cdef int32_t* _scratch  # chosen instances for single lookups (GIL held)
-    cdef int32_t* _zscratch  # per-zone found / examined counters
-    cdef bint _loaded
-    cdef public dict _shard_cache
-    cdef public long _gen
 
     def __cinit__(self, *args, **kwargs):
         self.replication_factor = 1
@@ -271,7 +238,7 @@ cdef class RingCore:
                 found[z] += 1
         return count
 
-    cdef inline bint _healthy(self, int inst, int op, bint check_hb, double now) noexcept nogil:
+    cdef bint _healthy(self, int inst, int op, bint check_hb, double now) noexcept nogil:
         if not (op & (1 << self._state[inst])):
             return False
         return (not check_hb) or (now - <double>self._heartbeat[inst] <= self.heartbeat_timeout)

@@ -1,0 +1,9 @@
+# Type stub of the compiled pyro_core._merge; same API as pyro_core._pure.merge.
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+def tokens_equal(a: npt.NDArray[np.uint32], b: npt.NDArray[np.uint32]) -> bool: ...
+def has_duplicate_tokens(arrays: Sequence[npt.NDArray[np.uint32]]) -> bool: ...
+def resolve_conflicts(arrays: Sequence[npt.NDArray[np.uint32]]) -> list[npt.NDArray[np.uint32]]: ...

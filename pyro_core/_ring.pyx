@@ -89,6 +89,14 @@ cdef inline int64_t _seed(str identifier, str zone):
     return <int64_t>v
 
 
+cdef inline int _bucket_bits(Py_ssize_t n_tokens):
+    """About four buckets per token, between 2**4 and 2**16 buckets."""
+    cdef int bits = 4
+    while bits < 16 and (1 << bits) < 4 * n_tokens:
+        bits += 1
+    return bits
+
+
 cdef inline Py_ssize_t search_token(const uint32_t* tokens, Py_ssize_t n, uint32_t key) noexcept nogil:
     """Index of the first token strictly greater than ``key``, wrapping to 0."""
     cdef Py_ssize_t lo = 0, hi = n, mid
@@ -156,6 +164,15 @@ cdef class RingCore:
         self._t = tables
         self._instances = list(tables.instances)
         self._n_tokens = len(tokens)
+        # Prefix index: bucket b = the tokens whose top ``bits`` bits are b; _bucket[b] is the index of
+        # its first token. A lookup reads one bucket instead of a branchy binary search over all.
+        bits = _bucket_bits(len(tokens))
+        starts = np.searchsorted(tokens, np.arange((1 << bits) + 1, dtype=np.uint64) << (32 - bits), side="left")
+        bucket = np.ascontiguousarray(starts, dtype=np.int32)
+        self._bucket_arr = bucket
+        cdef const int32_t[::1] v_bucket = bucket
+        self._bucket = &v_bucket[0]
+        self._bucket_shift = 32 - bits
         self._n_instances = len(state)
         self._n_zones = len(zone_size)
         cdef const uint32_t[::1] v_tok = arrays[0]
@@ -202,7 +219,7 @@ cdef class RingCore:
         cdef int32_t* examined = zc + nz
         if zone_aware:
             memset(zc, 0, 2 * nz * sizeof(int32_t))
-        i = search_token(self._tokens, n_tokens, key)
+        i = self._search(key)
         while count < (self._n_instances if self._n_instances < size else size) and iterations < n_tokens:
             if zone_aware:
                 stop = True
@@ -237,6 +254,18 @@ cdef class RingCore:
             elif has_zone:
                 found[z] += 1
         return count
+
+    cdef inline Py_ssize_t _search(self, uint32_t key) noexcept nogil:
+        """Index of the first token strictly greater than ``key``, wrapping to 0 (via the bucket index)."""
+        cdef uint32_t b = key >> self._bucket_shift
+        cdef Py_ssize_t lo = self._bucket[b], hi = self._bucket[b + 1], mid
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self._tokens[mid] <= key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return 0 if lo >= self._n_tokens else lo
 
     cdef bint _healthy(self, int inst, int op, bint check_hb, double now) noexcept nogil:
         if not (op & (1 << self._state[inst])):

@@ -92,12 +92,20 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
                 "max_errors": replicas.max_errors,
             }
         )
-    tenants = {f"tenant-{i}": ring.shuffle_shard(f"tenant-{i}", args.shard_size).instance_ids() for i in range(1, 6)}
+    tenants = {
+        f"tenant-{i}": ring.shuffle_shard(f"tenant-{i}", args.shard_size).instance_ids() for i in range(1, 6)
+    }
     return {
         "implementation": IMPLEMENTATION,
         "instances": [
-            {"id": i.id, "addr": i.addr, "zone": i.zone, "state": i.state.name, "tokens": len(i.tokens),
-             "ownership": ownership[i.id]}
+            {
+                "id": i.id,
+                "addr": i.addr,
+                "zone": i.zone,
+                "state": i.state.name,
+                "tokens": len(i.tokens),
+                "ownership": ownership[i.id],
+            }
             for i in ring.instances
         ],
         "replication_factor": args.replication_factor,
@@ -116,34 +124,46 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_demo(result: dict[str, Any]) -> None:
     out = sys.stdout.write
-    out(f"pyro-core demo ({result['implementation']} kernels): {len(result['instances'])} instances, "
+    out(
+        f"pyro-core demo ({result['implementation']} kernels): {len(result['instances'])} instances, "
         f"replication factor {result['replication_factor']}, "
-        f"zone awareness {'on' if result['zone_awareness'] else 'off'}, shard size {result['shard_size']}\n\n")
+        f"zone awareness {'on' if result['zone_awareness'] else 'off'}, shard size {result['shard_size']}\n\n"
+    )
     out(f"{'instance':<14}{'zone':<9}{'address':<18}{'state':<8}{'tokens':>7}{'owns':>9}\n")
     for i in result["instances"]:
-        out(f"{i['id']:<14}{i['zone'] or '-':<9}{i['addr']:<18}{i['state']:<8}{i['tokens']:>7}"
-            f"{i['ownership'] * 100:>8.2f}%\n")
+        out(
+            f"{i['id']:<14}{i['zone'] or '-':<9}{i['addr']:<18}{i['state']:<8}{i['tokens']:>7}"
+            f"{i['ownership'] * 100:>8.2f}%\n"
+        )
     out("\nwhere series go (token = FNV-1 32 of tenant + labels, as Pyroscope's distributor):\n")
     for s in result["series"]:
-        out(f"  {s['tenant']:<10} {s['labels']:<58} token {s['token']:>10} -> {', '.join(s['replicas'])}"
-            f" (max errors {s['max_errors']})\n")
+        out(
+            f"  {s['tenant']:<10} {s['labels']:<58} token {s['token']:>10} -> {', '.join(s['replicas'])}"
+            f" (max errors {s['max_errors']})\n"
+        )
     out("\ntenant shards (dskit shuffle sharding):\n")
     for tenant, shard in result["shards"].items():
         out(f"  {tenant:<10} {', '.join(shard)}\n")
     ov = result["overlap"]
-    out(f"\ntwo tenants of size-{ov['shard_size']} shards on {ov['instances']} instances "
-        f"({ov['combinations']:,} possible shards) share:\n")
+    out(
+        f"\ntwo tenants of size-{ov['shard_size']} shards on {ov['instances']} instances "
+        f"({ov['combinations']:,} possible shards) share:\n"
+    )
     for k, p in enumerate(ov["probabilities"]):
         out(f"  {k} instance{'s' if k != 1 else ' '}: {p * 100:9.4f}%\n")
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyro-core", description="pyro-core: a cluster core for profiling backends")
+    parser = argparse.ArgumentParser(
+        prog="pyro-core", description="pyro-core: a cluster core for profiling backends"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="a ring and shuffle shards on an embedded default")
     demo.add_argument("--instances", type=_positive, default=6)
     demo.add_argument("--zones", type=_positive, default=3)
-    demo.add_argument("--tokens", type=_positive, default=128, help="tokens per instance (Pyroscope ingesters: 128)")
+    demo.add_argument(
+        "--tokens", type=_positive, default=128, help="tokens per instance (Pyroscope ingesters: 128)"
+    )
     demo.add_argument("--replication-factor", type=_positive, default=3)
     demo.add_argument("--shard-size", type=_non_negative, default=3, help="0 = every instance")
     demo.add_argument("--seed", type=int, default=42, help="seed of the token generator")

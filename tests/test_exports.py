@@ -17,9 +17,21 @@ def test_public_names_are_all_listed() -> None:
 
 def test_issue_named_api_is_public() -> None:
     for name in [
-        "InstanceState", "InstanceDesc", "RingDesc", "WRITE", "WRITE_NO_EXTEND", "READ", "REPORTING",
-        "generate_tokens", "Ring", "ReplicationSet", "token_for", "labels_string", "shuffle_shard_seed",
-        "GoRand", "overlap_probabilities",
+        "InstanceState",
+        "InstanceDesc",
+        "RingDesc",
+        "WRITE",
+        "WRITE_NO_EXTEND",
+        "READ",
+        "REPORTING",
+        "generate_tokens",
+        "Ring",
+        "ReplicationSet",
+        "token_for",
+        "labels_string",
+        "shuffle_shard_seed",
+        "GoRand",
+        "overlap_probabilities",
     ]:
         assert name in pyro_core.__all__, name
 

@@ -41,6 +41,9 @@ cdef class RingCore:
     cdef const uint32_t* _ztok  # tokens grouped by zone
     cdef const int32_t* _zown
     cdef const int64_t* _zoff
+    cdef object _bucket_arr
+    cdef const int32_t* _bucket  # prefix index: first token of each (key >> _bucket_shift) bucket
+    cdef int _bucket_shift
     cdef Py_ssize_t _n_tokens
     cdef int _n_instances
     cdef int _n_zones
@@ -48,6 +51,7 @@ cdef class RingCore:
     cdef int32_t* _zscratch  # per-zone found / examined counters
     cdef bint _loaded
 
+    cdef Py_ssize_t _search(self, uint32_t key) noexcept nogil
     cdef int _find(self, uint32_t key, int op, int32_t* chosen, int32_t* zc) noexcept nogil
     cdef bint _healthy(self, int inst, int op, bint check_hb, double now) noexcept nogil
     cdef object _fail(self, uint32_t k, int op, bint check_hb, double t_now, int min_success, int healthy)

@@ -41,6 +41,4 @@ def xxh_token(tenant: str, labels: str) -> int:
 
 def xxh_tokens(tenant: str, labels: Sequence[str]) -> npt.NDArray[np.uint32]:
     prefix = tenant.encode() + _SEPARATOR
-    return np.array(
-        [xxhash.xxh3_64_intdigest(prefix + s.encode()) >> 32 for s in labels], dtype=np.uint32
-    )
+    return np.array([xxhash.xxh3_64_intdigest(prefix + s.encode()) >> 32 for s in labels], dtype=np.uint32)

@@ -37,9 +37,7 @@ class ReplicationSet:
 
     __slots__ = ("instances", "max_errors", "max_unavailable_zones")
 
-    def __init__(
-        self, instances: Any = (), max_errors: int = 0, max_unavailable_zones: int = 0
-    ) -> None:
+    def __init__(self, instances: Any = (), max_errors: int = 0, max_unavailable_zones: int = 0) -> None:
         self.instances: tuple[InstanceDesc, ...] = tuple(instances)
         self.max_errors = int(max_errors)
         self.max_unavailable_zones = int(max_unavailable_zones)

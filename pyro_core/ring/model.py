@@ -208,7 +208,7 @@ class InstanceDesc:
         return now - self.timestamp <= heartbeat_timeout
 
     def is_healthy(self, op: int, heartbeat_timeout: float, now: float | None) -> bool:
-        """Healthy for ``op``: the state is healthy for it and (when ``now`` is given) the heartbeat is fresh."""
+        """Healthy for ``op``: a healthy state and, when ``now`` is given, a fresh heartbeat."""
         if not op & (1 << self.state):
             return False
         return now is None or now - self.timestamp <= heartbeat_timeout
@@ -367,7 +367,9 @@ class RingDesc:
         self.instances.pop(instance_id, None)
 
     # -- the CRDT ------------------------------------------------------------------------------
-    def merge(self, other: RingDesc | None, local_cas: bool = False, now: int | None = None) -> RingDesc | None:
+    def merge(
+        self, other: RingDesc | None, local_cas: bool = False, now: int | None = None
+    ) -> RingDesc | None:
         """Merge ``other`` into this description; return the change (delta) or None.
 
         Per instance the newer heartbeat timestamp wins; at an equal timestamp only LEFT wins.

@@ -22,6 +22,12 @@ from pyro_core.ring.shard import shard_size_per_zone
 from pyro_core.ring.tables import RingTables, build_tables, same_topology, with_states
 
 
+def _describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"a {value.ndim}-D {value.dtype} array"
+    return type(value).__name__
+
+
 @dataclass(frozen=True, slots=True)
 class BatchReplication:
     """Replicas of many keys at once (``Ring.get_many``).
@@ -82,7 +88,9 @@ class _RingAPI:
 
     if TYPE_CHECKING:  # provided by the kernel RingCore
 
-        def _configure(self, replication_factor: int, zone_awareness: bool, heartbeat_timeout: float) -> None: ...
+        def _configure(
+            self, replication_factor: int, zone_awareness: bool, heartbeat_timeout: float
+        ) -> None: ...
         def _load(self, tables: RingTables) -> None: ...
         def get(self, key: int, op: int = WRITE, now: float | None = None) -> Any: ...
         def get_many_raw(self, keys: Any, op: int, now: float | None) -> tuple[Any, Any, Any]: ...
@@ -97,10 +105,18 @@ class _RingAPI:
         zone_awareness: bool = False,
         heartbeat_timeout: float = 60.0,
     ) -> None:
-        if isinstance(replication_factor, bool) or not isinstance(replication_factor, int) or replication_factor < 1:
-            raise InvalidRingError(f"replication_factor must be a positive integer, got {replication_factor!r}")
+        if (
+            isinstance(replication_factor, bool)
+            or not isinstance(replication_factor, int)
+            or replication_factor < 1
+        ):
+            raise InvalidRingError(
+                f"replication_factor must be a positive integer, got {replication_factor!r}"
+            )
         if not isinstance(heartbeat_timeout, (int, float)) or not heartbeat_timeout > 0:
-            raise InvalidRingError(f"heartbeat_timeout must be a positive number of seconds, got {heartbeat_timeout!r}")
+            raise InvalidRingError(
+                f"heartbeat_timeout must be a positive number of seconds, got {heartbeat_timeout!r}"
+            )
         if desc is not None and not isinstance(desc, RingDesc):
             raise InvalidRingError(f"desc must be a RingDesc, got {type(desc).__name__}")
         self._configure(replication_factor, bool(zone_awareness), float(heartbeat_timeout))
@@ -176,12 +192,14 @@ class _RingAPI:
         )
 
     # -- lookups ----------------------------------------------------------------------------------
-    def get_many(self, keys: npt.NDArray[np.uint32], op: int = WRITE, now: float | None = None) -> BatchReplication:
+    def get_many(
+        self, keys: npt.NDArray[np.uint32], op: int = WRITE, now: float | None = None
+    ) -> BatchReplication:
         """Replicas of every key of a uint32 array at once (a nogil loop in the compiled build)."""
         if not isinstance(keys, np.ndarray) or keys.dtype != np.uint32 or keys.ndim != 1:
             raise InvalidRingError(
                 "keys must be a one-dimensional numpy array of dtype uint32 "
-                f"(got {type(keys).__name__}{'' if not isinstance(keys, np.ndarray) else f' {keys.dtype} {keys.ndim}-D'})"
+                f"(got {_describe(keys)})"
             )
         t = self._ensure_tables()
         replicas, counts, max_errors = self.get_many_raw(np.ascontiguousarray(keys), op, now)
@@ -216,7 +234,9 @@ class _RingAPI:
                 )
             if failed_zones:
                 healthy = [i for i in healthy if i.zone not in failed_zones]
-            return self._kernels.ring.ReplicationSet(tuple(healthy), 0, max_unavailable_zones - len(failed_zones))
+            return self._kernels.ring.ReplicationSet(
+                tuple(healthy), 0, max_unavailable_zones - len(failed_zones)
+            )
         required = max(len(t.instances), rf) - rf // 2
         if len(healthy) < required:
             raise TooManyUnhealthyInstancesError(
@@ -242,7 +262,9 @@ class _RingAPI:
 
     def _check_size(self, size: int) -> None:
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
-            raise InvalidRingError(f"shard size must be a non-negative integer (0 = every instance), got {size!r}")
+            raise InvalidRingError(
+                f"shard size must be a non-negative integer (0 = every instance), got {size!r}"
+            )
 
     def _pick(self, identifier: str, size: int, lookback: bool, until: int) -> Any:
         t = self._ensure_tables()
@@ -254,6 +276,9 @@ class _RingAPI:
             per_zone = shard_size_per_zone(size, len(t.zones))
         else:
             per_zone = size
+        # More picks than instances changes nothing (a zone stops at its first fruitless draw), and
+        # clamping keeps the count within the kernel's C int.
+        per_zone = min(per_zone, len(t.instances))
         return self._subring(self._shard_pick(identifier, per_zone, lookback, until))
 
     def _without_read_only(self, lookback: bool, until: int) -> Any:
@@ -264,9 +289,7 @@ class _RingAPI:
             return self
         keep = []
         for i, inst in enumerate(t.instances):
-            if not inst.read_only:
-                keep.append(i)
-            elif lookback and not (0 < inst.read_only_updated_timestamp < until):
+            if not inst.read_only or (lookback and not (0 < inst.read_only_updated_timestamp < until)):
                 keep.append(i)
         return self._subring(keep)
 
@@ -278,7 +301,9 @@ class _RingAPI:
         if not isinstance(identifier, str):
             raise InvalidRingError(f"identifier must be a string, got {type(identifier).__name__}")
         self._check_size(size)
-        result = self._without_read_only(False, 0) if size == 0 else self._pick(identifier, int(size), False, 0)
+        result = (
+            self._without_read_only(False, 0) if size == 0 else self._pick(identifier, int(size), False, 0)
+        )
         if result is not self:
             self._shard_cache[(identifier, size)] = (result, self._gen)
         return result
@@ -294,7 +319,7 @@ class _RingAPI:
             raise InvalidRingError(f"lookback must be a non-negative number of seconds, got {lookback!r}")
         if lookback == 0:
             return self.shuffle_shard(identifier, size)
-        until = int(math.floor(now - lookback))
+        until = math.floor(now - lookback)
         t = self._ensure_tables()
         key = (identifier, int(size), float(lookback))
         entry = self._lookback_cache.get(key)

@@ -75,18 +75,29 @@ def labels_string(labels: Mapping[str, str] | Sequence[tuple[str, str]]) -> str:
     return "{" + ", ".join(f"{name}={_go_quote(value)}" for name, value in pairs) + "}"
 
 
+_hashing = _impl.kernels().hashing
+
+
 def token_for(tenant: str, labels: str) -> int:
     """Pyroscope's series token (distributor TokenFor): FNV-1 32 over tenant then label string."""
-    if not isinstance(tenant, str) or not isinstance(labels, str):
-        raise InvalidRingError("tenant and labels must be strings (render labels with labels_string)")
-    return int(_impl.kernels().hashing.token_for(tenant, labels))
+    try:
+        return _hashing.token_for(tenant, labels)  # type: ignore[no-any-return]
+    except (TypeError, AttributeError):
+        raise InvalidRingError("tenant and labels must be strings (render labels with labels_string)") from None
 
 
 def tokens_for(tenant: str, labels: Sequence[str]) -> npt.NDArray[np.uint32]:
     """``token_for`` for many label strings of one tenant (a Cython loop in the compiled build)."""
-    return _impl.kernels().hashing.tokens_for(tenant, list(labels))  # type: ignore[no-any-return]
+    try:
+        return _hashing.tokens_for(tenant, list(labels))  # type: ignore[no-any-return]
+    except (TypeError, AttributeError):
+        raise InvalidRingError("tenant and labels must be strings") from None
 
 
 def fast_token_for(tenant: str, labels: str) -> int:
-    """A faster token for deployments that need no Pyroscope compatibility (xxh3-based)."""
-    return int(_impl.kernels().hashing.xxh_token(tenant, labels))
+    """An xxh3-based token for deployments that need no Pyroscope compatibility: a stronger hash
+    than FNV-1 (better spread on near-identical label strings), at about the same cost per call."""
+    try:
+        return _hashing.xxh_token(tenant, labels)  # type: ignore[no-any-return]
+    except (TypeError, AttributeError):
+        raise InvalidRingError("tenant and labels must be strings") from None

@@ -54,7 +54,11 @@ def ring_descs(draw: st.DrawFn, max_instances: int = 12, token_space: int = 2**3
     instances = []
     for i in range(n):
         k = draw(st.integers(0, 6))
-        toks = [t for t in draw(st.lists(st.integers(0, token_space - 1), min_size=k, max_size=k)) if t not in used]
+        toks = [
+            t
+            for t in draw(st.lists(st.integers(0, token_space - 1), min_size=k, max_size=k))
+            if t not in used
+        ]
         used.update(toks)
         instances.append(
             InstanceDesc(

@@ -43,7 +43,9 @@ def abc(**states: S) -> RingDesc:
     )
 
 
-@pytest.mark.parametrize(("key", "owner"), [(0, "a"), (5, "a"), (10, "b"), (11, "b"), (59, "c"), (60, "a"), (2**32 - 1, "a")])
+@pytest.mark.parametrize(
+    ("key", "owner"), [(0, "a"), (5, "a"), (10, "b"), (11, "b"), (59, "c"), (60, "a"), (2**32 - 1, "a")]
+)
 def test_get_walks_to_first_token_strictly_greater_and_wraps(Ring: Any, key: int, owner: str) -> None:
     assert Ring(abc()).get(key).instance_ids() == [owner]
 
@@ -103,8 +105,11 @@ def test_too_few_live_replicas_is_dskits_error(Ring: Any) -> None:
 
 def test_zone_aware_get_takes_one_instance_per_zone(Ring: Any) -> None:
     desc = ring_of(
-        inst("a", [10], zone="z1"), inst("b", [20], zone="z1"), inst("c", [30], zone="z2"),
-        inst("d", [40], zone="z3"), inst("e", [50], zone="z2"),
+        inst("a", [10], zone="z1"),
+        inst("b", [20], zone="z1"),
+        inst("c", [30], zone="z2"),
+        inst("d", [40], zone="z3"),
+        inst("e", [50], zone="z2"),
     )
     assert Ring(desc, replication_factor=3, zone_awareness=True).get(5).instance_ids() == ["a", "c", "d"]
     assert Ring(desc, replication_factor=3).get(5).instance_ids() == ["a", "b", "c"]
@@ -112,15 +117,20 @@ def test_zone_aware_get_takes_one_instance_per_zone(Ring: Any) -> None:
 
 def test_zone_aware_extension_stays_in_the_same_zone(Ring: Any) -> None:
     desc = ring_of(
-        inst("a", [10], zone="z1", state=S.LEAVING), inst("b", [20], zone="z1"),
-        inst("c", [30], zone="z2"), inst("d", [40], zone="z3"), inst("e", [50], zone="z2"),
+        inst("a", [10], zone="z1", state=S.LEAVING),
+        inst("b", [20], zone="z1"),
+        inst("c", [30], zone="z2"),
+        inst("d", [40], zone="z3"),
+        inst("e", [50], zone="z2"),
     )
     rs = Ring(desc, replication_factor=3, zone_awareness=True).get(5)
     assert rs.instance_ids() == ["b", "c", "d"] and rs.max_errors == 0
 
 
 def test_zone_aware_error_mentions_zones(Ring: Any) -> None:
-    desc = ring_of(inst("a", [10], zone="z1", ts=0), inst("b", [20], zone="z2", ts=0), inst("c", [30], zone="z3"))
+    desc = ring_of(
+        inst("a", [10], zone="z1", ts=0), inst("b", [20], zone="z2", ts=0), inst("c", [30], zone="z3")
+    )
     with pytest.raises(TooManyUnhealthyInstancesError, match="across different availability zones"):
         Ring(desc, replication_factor=3, zone_awareness=True).get(5, now=1000)
 
@@ -151,7 +161,9 @@ def test_get_many_rejects_keys_of_the_wrong_dtype(Ring: Any, keys: object) -> No
         Ring(abc()).get_many(keys)
 
 
-@pytest.mark.parametrize("kwargs", [{"replication_factor": 0}, {"replication_factor": -3}, {"heartbeat_timeout": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"replication_factor": 0}, {"replication_factor": -3}, {"heartbeat_timeout": 0}]
+)
 def test_bad_ring_configuration_raises(Ring: Any, kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidRingError):
         Ring(abc(), **kwargs)
@@ -252,9 +264,14 @@ def _outcome(fn: Any) -> Any:
 def test_compiled_and_pure_lookups_agree(
     desc: RingDesc, rf: int, zone_aware: bool, op: int, now: int | None, keys: list[int]
 ) -> None:
-    rings = [ring_class(_impl.kernels(n))(desc, replication_factor=rf, zone_awareness=zone_aware) for n in ("compiled", "pure")]
+    rings = [
+        ring_class(_impl.kernels(n))(desc, replication_factor=rf, zone_awareness=zone_aware)
+        for n in ("compiled", "pure")
+    ]
     for k in keys:
-        assert _outcome(lambda r=rings[0]: r.get(k, op, now)) == _outcome(lambda r=rings[1]: r.get(k, op, now))
+        assert _outcome(lambda r=rings[0], k=k: r.get(k, op, now)) == _outcome(
+            lambda r=rings[1], k=k: r.get(k, op, now)
+        )
     assert _outcome(lambda: rings[0].replication_set_for_operation(op, now)) == _outcome(
         lambda: rings[1].replication_set_for_operation(op, now)
     )

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pyro_core import InstanceDesc, InstanceState, InvalidRingError, RingDesc
 from pyro_core.ring.merge import merge_into
 
-from .helpers import inst, ring_of, random_desc
+from .helpers import inst, random_desc, ring_of
 
 S = InstanceState
 
@@ -196,11 +196,15 @@ def test_compiled_and_pure_merges_agree(case: tuple[RingDesc, RingDesc, bool, in
     assert results[0] == results[1]
 
 
-def test_merge_kernels_agree_on_large_random_conflicts(compiled: SimpleNamespace, pure: SimpleNamespace) -> None:
+def test_merge_kernels_agree_on_large_random_conflicts(
+    compiled: SimpleNamespace, pure: SimpleNamespace
+) -> None:
     rng = np.random.default_rng(3)
     arrays = [np.unique(rng.integers(0, 5000, 300).astype(np.uint32)) for _ in range(20)]
     assert compiled.merge.has_duplicate_tokens(arrays) == pure.merge.has_duplicate_tokens(arrays) is True
-    for x, y in zip(compiled.merge.resolve_conflicts(arrays), pure.merge.resolve_conflicts(arrays), strict=True):
+    for x, y in zip(
+        compiled.merge.resolve_conflicts(arrays), pure.merge.resolve_conflicts(arrays), strict=True
+    ):
         assert x.tolist() == y.tolist()
     disjoint = [np.arange(i * 10, i * 10 + 10, dtype=np.uint32) for i in range(50)]
     assert compiled.merge.has_duplicate_tokens(disjoint) is pure.merge.has_duplicate_tokens(disjoint) is False

@@ -25,7 +25,11 @@ S = InstanceState
 
 def test_instance_states_have_dskit_numeric_values() -> None:
     assert [(s.name, int(s)) for s in S] == [
-        ("ACTIVE", 0), ("LEAVING", 1), ("PENDING", 2), ("JOINING", 3), ("LEFT", 4)
+        ("ACTIVE", 0),
+        ("LEAVING", 1),
+        ("PENDING", 2),
+        ("JOINING", 3),
+        ("LEFT", 4),
     ]
 
 

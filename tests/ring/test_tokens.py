@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pyro_core import InvalidRingError, fast_token_for, labels_string, token_for, tokens_for
-
-import pytest
 
 
 def test_token_for_matches_pyroscope_vectors(impl: SimpleNamespace) -> None:

@@ -364,9 +364,10 @@ cdef class RingCore:
         """The tenant's shard: ``size`` instances picked by dskit's shuffle-sharding walk (per zone
         ``ceil(size / zones)`` when zone-aware), read-only instances excluded; ``size`` 0 = every
         instance. Stable, consistent, and cached until the topology changes."""
-        entry = self._shard_cache.get((identifier, size))
-        if entry is not None and (<tuple>entry)[1] == self._gen:
-            return (<tuple>entry)[0]
+        if type(size) is int and type(identifier) is str:  # anything else is validated by the slow path
+            entry = self._shard_cache.get((identifier, size))
+            if entry is not None and (<tuple>entry)[1] == self._gen:
+                return (<tuple>entry)[0]
         return self._shuffle_shard_slow(identifier, size)
 
     def _subring(self, list indices):

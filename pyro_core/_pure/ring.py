@@ -91,9 +91,10 @@ class RingCore:
         """The tenant's shard: ``size`` instances picked by dskit's shuffle-sharding walk (per zone
         ``ceil(size / zones)`` when zone-aware), read-only instances excluded; ``size`` 0 = every
         instance. Stable, consistent, and cached until the topology changes."""
-        entry = self._shard_cache.get((identifier, size))
-        if entry is not None and entry[1] == self._gen:
-            return entry[0]
+        if type(size) is int and type(identifier) is str:  # anything else is validated by the slow path
+            entry = self._shard_cache.get((identifier, size))
+            if entry is not None and entry[1] == self._gen:
+                return entry[0]
         return self._shuffle_shard_slow(identifier, size)
 
     def _configure(self, replication_factor: int, zone_awareness: bool, heartbeat_timeout: float) -> None:

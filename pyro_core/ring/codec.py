@@ -44,7 +44,6 @@ _N_ITEMS: Final = 12
 
 _LE_UINT32: Final = np.dtype("<u4")
 _LE_INT64: Final = np.dtype("<i8")
-_UINT8: Final = np.dtype("u1")
 _NATIVE_LE: Final = sys.byteorder == "little"
 _STATES: Final[tuple[InstanceState, ...]] = tuple(sorted(InstanceState, key=int))
 assert [int(s) for s in _STATES] == list(range(len(_STATES)))
@@ -113,7 +112,9 @@ def encode_ring(desc: RingDesc) -> bytes:
             bytes([inst.state for inst in values]),
             _int64_column([inst.registered_timestamp for inst in values], "registered_timestamp"),
             bytes([inst.read_only for inst in values]),
-            _int64_column([inst.read_only_updated_timestamp for inst in values], "read_only_updated_timestamp"),
+            _int64_column(
+                [inst.read_only_updated_timestamp for inst in values], "read_only_updated_timestamp"
+            ),
             tokens,
             versions,
         ]
@@ -163,8 +164,9 @@ def _check_versions(versions: tuple[object, ...], ids: Sequence[object]) -> None
             # msgpack holds no integer >= 2**64, so only the sign and the type need checking.
             if type(k) is not int or type(v) is not int or k < 0 or v < 0:
                 raise CodecError(
-                    f"native ring: versions must map uint64 to uint64; {_where(ids, index)} has "
-                    f"{k!r}: {v!r}"[:200]
+                    f"native ring: versions must map uint64 to uint64; {_where(ids, index)} has {k!r}: {v!r}"[
+                        :200
+                    ]
                 )
 
 
@@ -174,7 +176,9 @@ def _decode_tokens(blobs: tuple[object, ...], ids: Sequence[object]) -> list[Tok
         joined = b"".join(blobs)  # type: ignore[arg-type]  # msgpack yields bytes for bin, nothing else
     except TypeError:
         index = _first_index(blobs, lambda v: type(v) is not bytes)
-        raise CodecError(f"native ring: tokens must be binary (little-endian uint32); {_where(ids, index)}") from None
+        raise CodecError(
+            f"native ring: tokens must be binary (little-endian uint32); {_where(ids, index)}"
+        ) from None
     lengths = set(map(len, blobs))  # type: ignore[arg-type]
     if any(length & 3 for length in lengths):
         index = _first_index(blobs, lambda v: len(v) & 3)
@@ -213,7 +217,7 @@ def _decode_tokens(blobs: tuple[object, ...], ids: Sequence[object]) -> list[Tok
     return tokens
 
 
-def decode_ring(data: bytes) -> RingDesc:
+def decode_ring(data: bytes | bytearray | memoryview) -> RingDesc:
     """Decode the native format; any malformed input raises CodecError."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError(f"decode_ring expects bytes, got {type(data).__name__}")
@@ -271,7 +275,19 @@ def decode_ring(data: bytes) -> RingDesc:
     instances: dict[str, InstanceDesc] = dict(
         zip(
             ids,
-            map(_trusted, ids, addrs, timestamps, states, tokens, zones, registered, read_only, ro_updated, versions),
+            map(
+                _trusted,
+                ids,
+                addrs,
+                timestamps,
+                states,
+                tokens,
+                zones,
+                registered,
+                read_only,
+                ro_updated,
+                versions,
+            ),
             strict=True,
         )
     )

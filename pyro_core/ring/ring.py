@@ -198,8 +198,7 @@ class _RingAPI:
         """Replicas of every key of a uint32 array at once (a nogil loop in the compiled build)."""
         if not isinstance(keys, np.ndarray) or keys.dtype != np.uint32 or keys.ndim != 1:
             raise InvalidRingError(
-                "keys must be a one-dimensional numpy array of dtype uint32 "
-                f"(got {_describe(keys)})"
+                f"keys must be a one-dimensional numpy array of dtype uint32 (got {_describe(keys)})"
             )
         t = self._ensure_tables()
         replicas, counts, max_errors = self.get_many_raw(np.ascontiguousarray(keys), op, now)
@@ -295,12 +294,13 @@ class _RingAPI:
 
     def _shuffle_shard_slow(self, identifier: str, size: int) -> Any:
         """``shuffle_shard`` past the kernel's cache fast path: a stale or missing entry."""
-        entry = self._shard_cache.get((identifier, size))
-        if entry is not None:
-            return self._fresh(entry[0], entry[1])
         if not isinstance(identifier, str):
             raise InvalidRingError(f"identifier must be a string, got {type(identifier).__name__}")
         self._check_size(size)
+        size = int(size)
+        entry = self._shard_cache.get((identifier, size))
+        if entry is not None:
+            return self._fresh(entry[0], entry[1])
         result = (
             self._without_read_only(False, 0) if size == 0 else self._pick(identifier, int(size), False, 0)
         )
@@ -315,11 +315,18 @@ class _RingAPI:
         if not isinstance(identifier, str):
             raise InvalidRingError(f"identifier must be a string, got {type(identifier).__name__}")
         self._check_size(size)
-        if not isinstance(lookback, (int, float)) or lookback < 0:
-            raise InvalidRingError(f"lookback must be a non-negative number of seconds, got {lookback!r}")
+        if (
+            isinstance(lookback, bool)
+            or not isinstance(lookback, (int, float))
+            or not 0 <= lookback < math.inf
+        ):
+            raise InvalidRingError(f"lookback must be finite, non-negative seconds, got {lookback!r}")
+        if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
+            raise InvalidRingError(f"now must be a finite unix time in seconds, got {now!r}")
         if lookback == 0:
             return self.shuffle_shard(identifier, size)
-        until = math.floor(now - lookback)
+        # Clamped to int64 like every stored timestamp, so both kernels compare the same numbers.
+        until = min(max(math.floor(now - lookback), -(2**63)), 2**63 - 1)
         t = self._ensure_tables()
         key = (identifier, int(size), float(lookback))
         entry = self._lookback_cache.get(key)

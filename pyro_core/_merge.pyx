@@ -100,3 +100,22 @@ def resolve_conflicts(arrays):
         piece.flags.writeable = False
         result.append(piece)
     return result
+
+
+def changed_instances(dict snapshot, dict instances):
+    """Ids whose live tokens are not the array object ``snapshot`` recorded for them: instances
+    added, removed, turned LEFT, or given other tokens since the snapshot."""
+    cdef list changed = []
+    cdef object tokens, old
+    for key, inst in instances.items():
+        tokens = inst.tokens
+        old = snapshot.get(key)
+        if old is tokens:
+            continue
+        if (inst.state != 4 and len(tokens) > 0) or old is not None:  # 4 = LEFT
+            changed.append(key)
+    if len(snapshot) > len(instances) - len(changed):
+        for key in snapshot:
+            if key not in instances:
+                changed.append(key)
+    return changed

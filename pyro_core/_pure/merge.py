@@ -44,3 +44,21 @@ def resolve_conflicts(arrays: Sequence[Tokens]) -> list[Tokens]:
         arr.flags.writeable = False
         out.append(arr)
     return out
+
+
+def changed_instances(snapshot: dict[str, Tokens], instances: dict[str, object]) -> list[str]:
+    """Ids whose live tokens are not the array object ``snapshot`` recorded for them: instances
+    added, removed, turned LEFT, or given other tokens since the snapshot."""
+    changed = []
+    for key, inst in instances.items():
+        tokens = inst.tokens  # type: ignore[attr-defined]
+        old = snapshot.get(key)
+        if old is tokens:
+            continue
+        live = inst.state != 4 and len(tokens) > 0  # type: ignore[attr-defined]  # 4 = LEFT
+        if live or old is not None:
+            changed.append(key)
+    for key in snapshot:
+        if key not in instances:
+            changed.append(key)
+    return changed

@@ -5,7 +5,11 @@
 # (equality, duplicate detection, conflict resolution) come from pyro_core._merge / its pure twin.
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
+
+import numpy as np
+import numpy.typing as npt
 
 from pyro_core import _impl
 from pyro_core.ring.errors import InvalidRingError
@@ -76,6 +80,8 @@ def merge_into(
                 tokens_changed = tokens_changed or len(o.tokens) > 0
             elif not k.tokens_equal(t.tokens, o.tokens):
                 tokens_changed = True
+            elif o.tokens is not t.tokens:
+                o = _with_tokens(o, t.tokens)  # share the equal array: less memory, index stays valid
             mine[key] = o
             updated.append(key)
         elif o.timestamp == t_ts and o.state == LEFT and (t is None or t.state != LEFT):
@@ -108,13 +114,96 @@ def resolve_token_conflicts(desc: RingDesc, *, kernels: SimpleNamespace | None =
     otherwise the lexicographically lower id wins (a total order, so the result is unique).
     """
     k = (kernels or _impl.kernels()).merge
-    live = [inst for inst in desc.instances.values() if inst.state != LEFT and len(inst.tokens)]
-    if not k.has_duplicate_tokens([inst.tokens for inst in live]):
+    if not has_token_conflicts(desc, k):
         return False
+    live = [inst for inst in desc.instances.values() if inst.state != LEFT and len(inst.tokens)]
     # Rank instances by (is LEAVING, id): the lowest rank wins a contested token.
     live.sort(key=lambda inst: (inst.state == LEAVING, inst.id))
     new_tokens = k.resolve_conflicts([inst.tokens for inst in live])
     for inst, tokens in zip(live, new_tokens, strict=True):
         if len(tokens) != len(inst.tokens):
             desc.instances[inst.id] = _with_tokens(inst, tokens)
+    desc._token_index = None
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class TokenIndex:
+    """Every live token of a RingDesc at some moment, sorted, with its owner.
+
+    Valid for an instance as long as that instance still holds the very token array object the
+    index was built from (arrays are immutable, and merges reuse equal arrays), so a check after
+    a change only needs to look at the instances whose arrays differ.
+    """
+
+    snapshot: dict[str, npt.NDArray[np.uint32]]  # live instance id -> tokens it held
+    tokens: npt.NDArray[np.uint32]
+    owners: npt.NDArray[np.int32]  # index into ids
+    ids: list[str]
+    has_duplicates: bool
+
+
+def build_token_index(desc: RingDesc) -> TokenIndex:
+    live = [
+        (key, inst.tokens) for key, inst in desc.instances.items() if inst.state != LEFT and len(inst.tokens)
+    ]
+    ids = [key for key, _ in live]
+    if live:
+        arrays = [tokens for _, tokens in live]
+        # Sort (token << 32 | owner) as one uint64: several times faster than a stable argsort.
+        keys = np.concatenate(arrays).astype(np.uint64) << np.uint64(32)
+        keys |= np.repeat(np.arange(len(live), dtype=np.uint64), [len(a) for a in arrays])
+        keys.sort()
+        tokens = (keys >> np.uint64(32)).astype(np.uint32)
+        owners = (keys & np.uint64(0xFFFFFFFF)).astype(np.int32)
+        dup = bool(len(tokens) > 1 and (tokens[1:] == tokens[:-1]).any())
+    else:
+        tokens, owners, dup = np.empty(0, np.uint32), np.empty(0, np.int32), False
+    return TokenIndex(dict(live), tokens, owners, ids, dup)
+
+
+def has_token_conflicts(desc: RingDesc, k: SimpleNamespace) -> bool:
+    """Whether any token is held by two live instances (dskit's conflictingTokensExist).
+
+    Checks only the instances whose tokens changed since the cached index was built; rebuilds the
+    index when it is missing, holds duplicates itself, or too much has changed.
+    """
+    idx = desc._token_index
+    if isinstance(idx, TokenIndex) and not idx.has_duplicates:
+        changed = k.changed_instances(idx.snapshot, desc.instances)
+        if len(changed) <= max(16, len(idx.snapshot) // 8):
+            return _changed_conflict(desc, idx, changed)
+    if idx is None:
+        # First check of this description: a one-off full scan is cheaper than building the
+        # index, which pays off only for descriptions merged again and again (a KV store's).
+        desc._token_index = _INDEX_NEXT_TIME
+        live = [i.tokens for i in desc.instances.values() if i.state != LEFT and len(i.tokens)]
+        return bool(k.has_duplicate_tokens(live))
+    idx = build_token_index(desc)
+    desc._token_index = idx
+    return idx.has_duplicates
+
+
+_INDEX_NEXT_TIME = "build the token index on the next check"
+
+
+def _changed_conflict(desc: RingDesc, idx: TokenIndex, changed: list[str]) -> bool:
+    arrays = []
+    for key in changed:
+        inst = desc.instances.get(key)
+        if inst is not None and inst.state != LEFT and len(inst.tokens):
+            arrays.append(inst.tokens)
+    if not arrays:
+        return False
+    candidates = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    if len(arrays) > 1 and len(np.unique(candidates)) != len(candidates):
+        return True  # two changed instances claim the same token
+    if not len(idx.tokens):
+        return False
+    pos = np.minimum(np.searchsorted(idx.tokens, candidates), len(idx.tokens) - 1)
+    hits = pos[idx.tokens[pos] == candidates]
+    if not len(hits):
+        return False
+    # A hit owned by a changed instance is its old token; one owned by any other is a conflict.
+    changed_set = set(changed)
+    return any(idx.ids[o] not in changed_set for o in idx.owners[hits].tolist())

@@ -262,9 +262,10 @@ class InstanceDesc:
 class RingDesc:
     """A ring description: instances by id (dskit ``Desc``). Mergeable as a CRDT with ``merge``."""
 
-    __slots__ = ("instances",)
+    __slots__ = ("_token_index", "instances")
 
     instances: dict[str, InstanceDesc]
+    _token_index: Any  # merge.TokenIndex cache (or a marker), validated by token-array identity on use
 
     def __init__(self, instances: Mapping[str, InstanceDesc] | None = None) -> None:
         result: dict[str, InstanceDesc] = {}
@@ -279,6 +280,7 @@ class RingDesc:
                 inst = inst.replace(id=key)  # dskit fills missing ids from the map key
             result[key] = inst
         self.instances = result
+        self._token_index = None
 
     @classmethod
     def from_instances(cls, instances: Iterable[InstanceDesc]) -> RingDesc:
@@ -296,6 +298,7 @@ class RingDesc:
     def _trusted(cls, instances: dict[str, InstanceDesc]) -> RingDesc:
         self = object.__new__(cls)
         self.instances = instances
+        self._token_index = None
         return self
 
     # -- mapping-like access -------------------------------------------------------------------
@@ -326,7 +329,9 @@ class RingDesc:
 
     def copy(self) -> RingDesc:
         """A copy whose map can be changed; instance descriptions are shared (they are immutable)."""
-        return RingDesc._trusted(dict(self.instances))
+        out = RingDesc._trusted(dict(self.instances))
+        out._token_index = self._token_index  # immutable and validated on use: safe to share
+        return out
 
     def tokens(self) -> TokenArray:
         """Every token of the ring, sorted."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -217,3 +218,57 @@ def test_full_state_merge_of_a_large_ring_converges(impl: SimpleNamespace) -> No
     empty = RingDesc()
     delta = merge_into(empty, full, kernels=impl)
     assert delta is not None and len(delta) == 600 and empty == full
+
+
+# -- the incremental conflict check decides exactly like a full check -----------------------------
+@st.composite
+def merge_scripts(draw: st.DrawFn) -> list[tuple[str, RingDesc | tuple[str, list[int]]]]:
+    steps: list[tuple[str, Any]] = []
+    ts = 10
+    for _ in range(draw(st.integers(1, 12))):
+        ts += 1
+        kind = draw(st.sampled_from(["merge", "merge", "heartbeat", "mutate"]))
+        if kind == "mutate":  # a user edits the map directly, behind the index's back
+            steps.append(("mutate", (f"i{draw(st.integers(0, 7))}", draw(st.lists(st.integers(0, 60), max_size=6)))))
+            continue
+        out = {}
+        for i in draw(st.sets(st.integers(0, 7), max_size=4)):
+            toks = [] if kind == "heartbeat" else draw(st.lists(st.integers(0, 60), max_size=6))
+            out[f"i{i}"] = InstanceDesc(
+                id=f"i{i}", tokens=toks, timestamp=ts, state=draw(st.sampled_from([S.ACTIVE, S.LEAVING, S.LEFT]))
+            )
+        steps.append((kind, RingDesc(out)))
+    return steps
+
+
+@settings(max_examples=300, deadline=None)
+@given(merge_scripts())
+def test_cached_token_index_decides_like_a_full_conflict_check(steps: list[tuple[str, Any]]) -> None:
+    with_index = random_desc(6, 8, seed=9, now=10)
+    without = with_index.copy()
+    for kind, arg in steps:
+        if kind == "mutate":
+            key, toks = arg
+            for d in (with_index, without):
+                d.instances[key] = InstanceDesc(id=key, tokens=toks, timestamp=1)
+            continue
+        if kind == "heartbeat":  # same tokens, newer timestamp: must keep sharing the array
+            arg = RingDesc({k: v.replace(timestamp=v.timestamp + 50) for k, v in with_index.instances.items()})
+        without._token_index = None  # the reference: a full check every time
+        d1 = merge_into(with_index, arg.copy())
+        d2 = merge_into(without, arg.copy())
+        assert with_index == without
+        assert d1 == d2
+
+
+def test_changed_instances_kernels_agree(compiled: SimpleNamespace, pure: SimpleNamespace) -> None:
+    desc = random_desc(30, 8, seed=2)
+    snapshot = {k: v.tokens for k, v in desc.instances.items()}
+    desc.instances["instance-3"] = desc["instance-3"].replace(tokens=[1, 2, 3])
+    desc.instances["instance-4"] = desc["instance-4"].replace(state=S.LEFT, tokens=[])
+    del desc.instances["instance-5"]
+    desc.instances["new"] = inst("new", [7])
+    desc.instances["empty"] = inst("empty", [])
+    expected = ["instance-3", "instance-4", "new", "instance-5"]
+    assert compiled.merge.changed_instances(snapshot, desc.instances) == expected
+    assert pure.merge.changed_instances(snapshot, desc.instances) == expected

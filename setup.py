@@ -14,7 +14,11 @@ BINDINGS = os.path.join("bindings", "pyro_core")
 KERNELS = ["_ring", "_gorand", "_hashing", "_merge"]
 # PYRO_CORE_ONLY=_gorand,_ring builds a subset (for in-place development builds).
 _only = [k.strip() for k in os.environ.get("PYRO_CORE_ONLY", "").split(",") if k.strip()]
-KERNELS = [k for k in KERNELS if (not _only or k in _only) and os.path.exists(os.path.join(HERE, "pyro_core", k + ".pyx"))]
+KERNELS = [
+    k
+    for k in KERNELS
+    if (not _only or k in _only) and os.path.exists(os.path.join(HERE, "pyro_core", k + ".pyx"))
+]
 
 
 class build_py_with_bindings(build_py):

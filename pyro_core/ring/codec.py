@@ -21,10 +21,12 @@
 # Why columns rather than one msgpack array per instance: both avoid per-field map keys, but
 # per-instance arrays make msgpack build ~6,000 small objects for a 600-instance ring and the
 # decoder type-check them one by one; fixed-width columns are one bin each, checked and converted by
-# numpy in one pass (measured: 600 x 128 ring, encode + decode 1.12 ms as per-instance arrays,
-# ~0.85 ms as columns). Each instance keeps its own token blob so its token array is a zero-copy,
-# read-only numpy view of exactly its own bytes (no buffer shared between instances that could
-# pin a whole decoded ring in memory).
+# numpy in one pass. Measured on the 600 x 128 ring (2-core machine, quiet): encode + decode
+# ~0.95 ms as columns with full validation, ~1.1 ms for per-instance arrays with the same
+# validation — columns are as fast as per-instance arrays decoded with no validation at all
+# (bench/test_bench_codec.py). Each instance keeps its own token blob so its token array is a
+# zero-copy, read-only numpy view of exactly its own bytes: no buffer is shared between instances,
+# so an instance kept by a merge cannot pin a whole decoded ring in memory.
 from __future__ import annotations
 
 import sys

@@ -16,7 +16,7 @@ import numpy.typing as npt
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, unknown_fields
 
 from pyro_core.ring.errors import CodecError
-from pyro_core.ring.model import InstanceDesc, InstanceState, RingDesc, TokenArray, as_tokens
+from pyro_core.ring.model import InstanceDesc, InstanceState, RingDesc, TokenArray
 
 CODEC_ID: Final = "ringDesc"
 
@@ -140,7 +140,10 @@ _TOKENS_FIELD: Final = 6
 _UINT32_MAX: Final = 0xFFFFFFFF
 _DESC_FIELDS: Final = frozenset({1})
 _INSTANCE_FIELDS: Final = frozenset({1, 2, 3, 6, 7, 8, 9, 10, 11, 12})
-_EMPTY_TOKENS: Final = as_tokens([])
+# Below this many tokens in a ring, encode_dskit fills the plain protobuf message (faster for a few
+# instances); from it on, it computes every packed varint at once with numpy (measured crossover:
+# ~8 instances x 128 tokens).
+_VECTORISE_FROM_TOKENS: Final = 1024
 
 
 # -- snappy block --------------------------------------------------------------------------------
@@ -306,11 +309,28 @@ def encode_dskit(desc: RingDesc) -> bytes:
     """
     if not isinstance(desc, RingDesc):
         raise CodecError(f"encode_dskit expects a RingDesc, got {type(desc).__name__}")
+    if sum(len(inst.tokens) for inst in desc.instances.values()) < _VECTORISE_FROM_TOKENS:
+        raw = _serialize(ring_to_proto(desc))  # small (a gossip delta...): numpy would cost more
+    else:
+        raw = _serialize_vectorised(desc)
+    return _snappy_encode(raw)
+
+
+def _serialize(msg: Any) -> bytes:
+    try:
+        return msg.SerializeToString(deterministic=True)  # type: ignore[no-any-return]
+    except Exception as exc:
+        raise CodecError(f"cannot encode ring as ring.Desc: {exc}"[:300]) from None
+
+
+def _serialize_vectorised(desc: RingDesc) -> bytes:
+    """The ring.Desc bytes, with every token varint computed at once by numpy and each instance's
+    packed run set as raw bytes (same bytes as the plain message; faster from ~1,000 tokens)."""
     _check_ids(desc)
     instances = desc.instances
     try:
         arrays = [inst.tokens for inst in instances.values()]
-        all_tokens = np.concatenate(arrays) if arrays else _EMPTY_TOKENS
+        all_tokens = np.concatenate(arrays) if arrays else np.empty(0, dtype=np.uint32)
         if all_tokens.dtype != np.uint32:
             raise CodecError("cannot encode ring: tokens must be uint32 arrays")
         stream, byte_lengths = _packed_varints(all_tokens, [len(a) for a in arrays])
@@ -323,12 +343,11 @@ def encode_dskit(desc: RingDesc) -> bytes:
             if length:
                 m.tokens.append(stream[start : start + length])
                 start += length
-        raw = msg.SerializeToString(deterministic=True)
     except CodecError:
         raise
     except Exception as exc:  # out-of-range integers, bad types, unencodable strings
         raise CodecError(f"cannot encode ring as ring.Desc: {exc}"[:300]) from None
-    return _snappy_encode(raw)
+    return _serialize(msg)
 
 
 def decode_dskit(data: bytes | bytearray | memoryview) -> RingDesc:

@@ -24,4 +24,5 @@ class TooManyUnhealthyInstancesError(RingError):
 
 
 class CodecError(RingError, ValueError):
-    """Bytes that do not decode to a ring description: truncated, corrupted or of another format."""
+    """Bytes that do not decode (a ring description, a KeyValuePair): truncated, corrupted or of
+    another format."""

@@ -256,6 +256,7 @@ class InstanceDesc:
             "registered_timestamp": self.registered_timestamp,
             "read_only": self.read_only,
             "read_only_updated_timestamp": self.read_only_updated_timestamp,
+            "versions": dict(self.versions),
         }
 
 

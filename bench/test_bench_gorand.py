@@ -18,6 +18,20 @@ def gorand(request: pytest.FixtureRequest) -> Any:
     return _impl.kernels(request.param).gorand
 
 
+def _describe(benchmark: Any, gorand: Any, label: str, ops: int, unit: str) -> None:
+    """The fields bench/report.py reads: per-operation times and the compiled/pure pairing."""
+    impl = "pure" if gorand.__name__.startswith("pyro_core._pure") else "compiled"
+    benchmark.extra_info.update(
+        {
+            "label": f"{label} ({'pure twin' if impl == 'pure' else 'compiled'})",
+            "ops": ops,
+            "unit": unit,
+            "impl": impl,
+            "kernel": label,
+        }
+    )
+
+
 def test_bench_seed_and_4_uint32(benchmark: Any, gorand: Any) -> None:
     """One shuffle-shard zone lookup: reseed, then 4 Uint32 draws (256 seeds per round)."""
     rng = gorand.GoRand(0)
@@ -29,7 +43,7 @@ def test_bench_seed_and_4_uint32(benchmark: Any, gorand: Any) -> None:
             acc ^= rng.uint32() ^ rng.uint32() ^ rng.uint32() ^ rng.uint32()
         return acc
 
-    benchmark.extra_info["per_call_unit"] = f"round = {len(SEEDS)} x (seed + 4 draws)"
+    _describe(benchmark, gorand, "GoRand reseed + 4 uint32 draws", len(SEEDS), "seed")
     benchmark(run)
 
 
@@ -44,6 +58,7 @@ def test_bench_new_object_and_4_uint32(benchmark: Any, gorand: Any) -> None:
             acc ^= rng.uint32() ^ rng.uint32() ^ rng.uint32() ^ rng.uint32()
         return acc
 
+    _describe(benchmark, gorand, "GoRand(seed) + 4 uint32 draws", len(SEEDS), "seed")
     benchmark(run)
 
 
@@ -58,4 +73,5 @@ def test_bench_stream_of_100k_uint32(benchmark: Any, gorand: Any) -> None:
             acc ^= draw()
         return acc
 
+    _describe(benchmark, gorand, "GoRand uint32 stream", STREAM_DRAWS, "draw")
     benchmark.pedantic(run, rounds=5 if gorand.__name__.startswith("pyro_core._pure") else 20, iterations=1)

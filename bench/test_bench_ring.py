@@ -17,8 +17,8 @@ import pytest
 import xxhash
 
 import pyro_core
-from pyro_core import InstanceDesc, RingDesc, generate_tokens
-from pyro_core.ring.merge import merge_into
+from pyro_core import InstanceDesc, RingDesc, _impl, generate_tokens
+from pyro_core.ring.merge import has_token_conflicts, merge_into
 
 NOW = 1_700_000_000
 TENANT = "tenant-1"
@@ -657,6 +657,10 @@ def merge_inputs(ring_desc_600: RingDesc) -> dict[str, RingDesc]:
         {i: _with_copied_tokens(ring_desc_600.instances[i], timestamp=NOW + 5) for i in ids}
     )
     # A local CAS: the full new state after this node changed it — one heartbeat bumped, one removed.
+    # A KV store merges into the same description again and again, so its token index is warm:
+    # build it once here (copies share it). The "new_cold" case measures a description's first check.
+    for _ in range(2):
+        has_token_conflicts(ring_desc_600, _impl.kernels("compiled").merge)
     cas = ring_desc_600.copy()
     cas.instances[ids[7]] = _with_copied_tokens(ring_desc_600.instances[ids[7]], timestamp=NOW + 5)
     del cas.instances[ids[300]]
@@ -670,6 +674,14 @@ MERGE_CASES = {
         "one new-instance delta (tokens changed → conflict check) into 600×128",
         1,
         200,
+        20,
+        "≤ 50 µs",
+        50_000,
+    ),
+    "new_cold": (
+        "one new-instance delta into 600×128 whose token index is not built yet (a full scan)",
+        1,
+        100,
         20,
         "≤ 50 µs",
         50_000,
@@ -715,11 +727,14 @@ def test_merge(
 ):
     label, batch, rounds_c, rounds_p, target, target_ns = MERGE_CASES[case]
     kernels = kernels_compiled if impl == "compiled" else kernels_pure
-    other = ring_desc_600 if case == "join" else merge_inputs[case]
+    other = ring_desc_600 if case == "join" else merge_inputs["new" if case == "new_cold" else case]
     local_cas = case == "cas"
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         fresh = [RingDesc() if case == "join" else ring_desc_600.copy() for _ in range(batch)]
+        if case == "new_cold":
+            for d in fresh:
+                d._token_index = None
         return (fresh,), {}
 
     def merge_all(targets: list[RingDesc]) -> None:

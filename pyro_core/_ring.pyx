@@ -383,7 +383,13 @@ cdef class RingCore:
         sub.replication_factor = self.replication_factor
         sub.zone_awareness = self.zone_awareness
         sub.heartbeat_timeout = self.heartbeat_timeout
-        sub._init_view(RingDesc._trusted(chosen))
+        desc = RingDesc.__new__(RingDesc)
+        desc.instances = chosen
+        desc._token_index = None
+        view = <object>sub  # the Python half's slots (see ring.py _RingAPI._init_view)
+        view._desc = desc
+        view._t = None
+        view._lookback_cache = None
         return sub
 
     def _shard_pick(self, str identifier, int per_zone, bint lookback, int64_t until):

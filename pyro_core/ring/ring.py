@@ -76,12 +76,14 @@ class BatchReplication:
 class _RingAPI:
     """The Python half of ``Ring`` (mixed over a kernel ``RingCore``)."""
 
+    __slots__ = ()  # the concrete class adds its slots: no per-ring __dict__ (shards are many)
+
     _kernels: SimpleNamespace
     _desc: RingDesc
     _t: RingTables | None
     _gen: int
     _shard_cache: dict[tuple[str, int], tuple[Any, int]]  # read by the kernel's shuffle_shard
-    _lookback_cache: dict[tuple[str, int, float], tuple[Any, int, int, int]]
+    _lookback_cache: dict[tuple[str, int, float], tuple[Any, int, int, int]] | None  # made on first use
     replication_factor: int
     zone_awareness: bool
     heartbeat_timeout: float
@@ -156,7 +158,7 @@ class _RingAPI:
         self._t = build_tables(desc)
         self._load(self._t)
         self._shard_cache.clear()
-        self._lookback_cache.clear()
+        self._lookback_cache = None
         return True
 
     def __len__(self) -> int:
@@ -248,7 +250,7 @@ class _RingAPI:
         """Finish a sub-ring made by the kernel's ``_subring``: tables are built on first use."""
         self._desc = desc
         self._t = None
-        self._lookback_cache = {}
+        self._lookback_cache = None
 
     def _fresh(self, sub: Any, gen: int) -> Any:
         """A cached shard whose instances' states may be stale: refresh them from this ring."""
@@ -266,7 +268,7 @@ class _RingAPI:
             )
 
     def _pick(self, identifier: str, size: int, lookback: bool, until: int) -> Any:
-        t = self._ensure_tables()
+        t = self._t if self._t is not None else self._ensure_tables()
         if lookback and t.oldest_registered > 0 and t.oldest_registered >= until:
             return self  # every instance registered within the window: all would be included
         if self.zone_awareness:
@@ -294,18 +296,18 @@ class _RingAPI:
 
     def _shuffle_shard_slow(self, identifier: str, size: int) -> Any:
         """``shuffle_shard`` past the kernel's cache fast path: a stale or missing entry."""
-        if not isinstance(identifier, str):
+        if type(identifier) is not str:
             raise InvalidRingError(f"identifier must be a string, got {type(identifier).__name__}")
-        self._check_size(size)
-        size = int(size)
-        entry = self._shard_cache.get((identifier, size))
+        if type(size) is not int or size < 0:
+            self._check_size(size)
+            size = int(size)
+        key = (identifier, size)
+        entry = self._shard_cache.get(key)
         if entry is not None:
             return self._fresh(entry[0], entry[1])
-        result = (
-            self._without_read_only(False, 0) if size == 0 else self._pick(identifier, int(size), False, 0)
-        )
+        result = self._pick(identifier, size, False, 0) if size else self._without_read_only(False, 0)
         if result is not self:
-            self._shard_cache[(identifier, size)] = (result, self._gen)
+            self._shard_cache[key] = (result, self._gen)
         return result
 
     def shuffle_shard_with_lookback(self, identifier: str, size: int, lookback: float, now: float) -> Any:
@@ -329,6 +331,8 @@ class _RingAPI:
         until = min(max(math.floor(now - lookback), -(2**63)), 2**63 - 1)
         t = self._ensure_tables()
         key = (identifier, int(size), float(lookback))
+        if self._lookback_cache is None:
+            self._lookback_cache = {}
         entry = self._lookback_cache.get(key)
         if entry is not None:
             sub, gen, lo, hi = entry
@@ -372,7 +376,9 @@ def ring_class(kernels: SimpleNamespace | None = None) -> type:
     cls = _RING_CLASSES.get(k.name)
     if cls is not None:
         return cls
-    cls = type("Ring", (_RingAPI, k.ring.RingCore), {"__module__": __name__, "_kernels": k})
+    slots = ("__weakref__", "_desc", "_lookback_cache", "_t")
+    namespace = {"__module__": __name__, "_kernels": k, "__slots__": slots}
+    cls = type("Ring", (_RingAPI, k.ring.RingCore), namespace)
     cls.__qualname__ = f"Ring[{k.name}]"
     _RING_CLASSES[k.name] = cls
     cls.__doc__ = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,24 +33,19 @@ DEMO_SERIES = [
 ]
 
 
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {n}")
-    return n
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum``, with a clear message otherwise."""
 
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {n}")
+        return n
 
-def _non_negative(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {n}")
-    return n
+    return parse
 
 
 def build_demo_ring(instances: int, zones: int, tokens: int, seed: int, now: int) -> RingDesc:
@@ -159,13 +154,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="a ring and shuffle shards on an embedded default")
-    demo.add_argument("--instances", type=_positive, default=6)
-    demo.add_argument("--zones", type=_positive, default=3)
+    demo.add_argument("--instances", type=_int_at_least(1), default=6)
+    demo.add_argument("--zones", type=_int_at_least(1), default=3)
     demo.add_argument(
-        "--tokens", type=_positive, default=128, help="tokens per instance (Pyroscope ingesters: 128)"
+        "--tokens", type=_int_at_least(1), default=128, help="tokens per instance (Pyroscope ingesters: 128)"
     )
-    demo.add_argument("--replication-factor", type=_positive, default=3)
-    demo.add_argument("--shard-size", type=_non_negative, default=3, help="0 = every instance")
+    demo.add_argument("--replication-factor", type=_int_at_least(1), default=3)
+    demo.add_argument("--shard-size", type=_int_at_least(0), default=3, help="0 = every instance")
     demo.add_argument("--seed", type=int, default=42, help="seed of the token generator")
     demo.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return parser

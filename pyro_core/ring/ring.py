@@ -76,7 +76,12 @@ class BatchReplication:
 class _RingAPI:
     """The Python half of ``Ring`` (mixed over a kernel ``RingCore``)."""
 
-    __slots__ = ()  # the concrete class adds its slots: no per-ring __dict__ (shards are many)
+    # No per-ring __dict__ (shards are many). The concrete class made by ``ring_class`` declares the
+    # slots: an extension-type base forbids non-empty slots on this mixin.
+    if TYPE_CHECKING:
+        __slots__ = ("__weakref__", "_desc", "_gen", "_lookback_cache", "_shard_cache", "_t")
+    else:
+        __slots__ = ()
 
     _kernels: SimpleNamespace
     _desc: RingDesc

@@ -5,7 +5,7 @@
 # Must not know: lookups or sharding rules (the kernels), clocks, I/O.
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -132,25 +132,4 @@ def with_states(old: RingTables, desc: RingDesc) -> RingTables:
     """The same tables with the states and heartbeats of ``desc`` (same topology)."""
     instances = [desc.instances[i] for i in old.ids]
     state, heartbeat = state_columns(instances)
-    return RingTables(
-        instances=instances,
-        ids=old.ids,
-        index=old.index,
-        tokens=old.tokens,
-        owner=old.owner,
-        zones=old.zones,
-        inst_zone=old.inst_zone,
-        zone_size=old.zone_size,
-        zone_tokens=old.zone_tokens,
-        zone_owner=old.zone_owner,
-        zone_offsets=old.zone_offsets,
-        state=state,
-        heartbeat=heartbeat,
-        read_only=old.read_only,
-        read_only_ts=old.read_only_ts,
-        registered_ts=old.registered_ts,
-        oldest_registered=old.oldest_registered,
-        read_only_count=old.read_only_count,
-        oldest_read_only_updated=old.oldest_read_only_updated,
-        lookback_events=old.lookback_events,
-    )
+    return replace(old, instances=instances, state=state, heartbeat=heartbeat)

@@ -83,9 +83,7 @@ def token_for(tenant: str, labels: str) -> int:
     try:
         return _hashing.token_for(tenant, labels)  # type: ignore[no-any-return]
     except (TypeError, AttributeError):
-        raise InvalidRingError(
-            "tenant and labels must be strings (see labels_string)"
-        ) from None
+        raise InvalidRingError("tenant and labels must be strings (see labels_string)") from None
 
 
 def tokens_for(tenant: str, labels: Sequence[str]) -> npt.NDArray[np.uint32]:

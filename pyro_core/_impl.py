@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from functools import cache
 from types import ModuleType, SimpleNamespace
 
-KERNEL_MODULES = ("_ring", "_gorand", "_hashing", "_merge")
+KERNEL_MODULES = ("_ring", "_gorand", "_hashing", "_merge", "_lzw")
 IMPLEMENTATIONS = ("compiled", "pure")
 
 
@@ -38,7 +39,14 @@ def kernels(impl: str | None = None) -> SimpleNamespace:
         else:
             try:
                 return kernels("compiled")
-            except ImportError:
+            except ImportError as exc:
+                # A source checkout used in place without a build: say so, then run on the twins.
+                warnings.warn(
+                    f"pyro_core's compiled kernels are not available ({exc}); using the pure-Python "
+                    "twins. Build them with `pip install .` (or set PYRO_CORE_PURE=1 to silence this).",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 impl = "pure"
     mods = {name.lstrip("_"): _load_module(impl, name) for name in KERNEL_MODULES}
     return SimpleNamespace(name=impl, **mods)

@@ -103,18 +103,21 @@ def resolve_conflicts(arrays):
 
 
 def changed_instances(dict snapshot, dict instances):
-    """Ids whose live tokens are not the array object ``snapshot`` recorded for them: instances
-    added, removed, turned LEFT, or given other tokens since the snapshot."""
+    """Ids whose tokens are not the array object ``snapshot`` recorded for them: instances added
+    with tokens, removed, or given other tokens (empty ones included) since the snapshot."""
     cdef list changed = []
     cdef object tokens, old
+    cdef Py_ssize_t in_snapshot = 0
     for key, inst in instances.items():
         tokens = inst.tokens
         old = snapshot.get(key)
-        if old is tokens:
-            continue
-        if (inst.state != 4 and len(tokens) > 0) or old is not None:  # 4 = LEFT
+        if old is not None:
+            in_snapshot += 1
+            if old is tokens:
+                continue
+        if old is not None or len(tokens) > 0:
             changed.append(key)
-    if len(snapshot) > len(instances) - len(changed):
+    if in_snapshot < len(snapshot):  # some snapshot ids are gone
         for key in snapshot:
             if key not in instances:
                 changed.append(key)

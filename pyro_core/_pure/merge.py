@@ -47,16 +47,15 @@ def resolve_conflicts(arrays: Sequence[Tokens]) -> list[Tokens]:
 
 
 def changed_instances(snapshot: dict[str, Tokens], instances: dict[str, object]) -> list[str]:
-    """Ids whose live tokens are not the array object ``snapshot`` recorded for them: instances
-    added, removed, turned LEFT, or given other tokens since the snapshot."""
+    """Ids whose tokens are not the array object ``snapshot`` recorded for them: instances added
+    with tokens, removed, or given other tokens (empty ones included) since the snapshot."""
     changed = []
     for key, inst in instances.items():
         tokens = inst.tokens  # type: ignore[attr-defined]
         old = snapshot.get(key)
         if old is tokens:
             continue
-        live = inst.state != 4 and len(tokens) > 0  # type: ignore[attr-defined]  # 4 = LEFT
-        if live or old is not None:
+        if len(tokens) > 0 or old is not None:
             changed.append(key)
     for key in snapshot:
         if key not in instances:

@@ -28,6 +28,19 @@ def search_token(tokens: Any, key: int) -> int:
     return 0 if i >= len(tokens) else i
 
 
+def _check_op_now(op: Any, now: Any) -> tuple[int, float | None]:
+    if isinstance(op, bool) or not isinstance(op, (int, np.integer)) or not 0 <= op <= 0xFFFFFFFF:
+        raise InvalidRingError(f"op must be an operation bitmask (uint32), got {op!r}")
+    if now is not None:
+        if isinstance(now, bool):
+            raise InvalidRingError(f"now must be unix seconds (a number) or None, got {now!r}")
+        try:
+            now = float(now)
+        except (TypeError, ValueError):
+            raise InvalidRingError(f"now must be unix seconds (a number) or None, got {now!r}") from None
+    return int(op), now
+
+
 class ReplicationSet:
     """Instances to send an operation to, in ring-walk order, and the failures it tolerates.
 
@@ -107,8 +120,14 @@ class RingCore:
         self._loaded = True
         self._tokens = tables.tokens.tolist()
         self._owner = tables.owner.tolist()
+        self._has_tokens = set(self._owner)
         self._zone_of = tables.inst_zone.tolist()
         self._zone_empty = [z == "" for z in tables.zones]
+        self._load_states(tables)
+
+    def _load_states(self, tables: RingTables) -> None:
+        """Swap in new states and heartbeats only (same topology)."""
+        self._kt = tables
         self._state = tables.state.tolist()
         self._heartbeat = tables.heartbeat.tolist()
 
@@ -159,8 +178,9 @@ class RingCore:
         """Replicas for ``key`` (a uint32 token) healthy for ``op``; ``now`` enables heartbeat checks."""
         if not self._loaded:
             self._lazy_load()
-        if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key <= 0xFFFFFFFF:
             raise InvalidRingError(f"key must be a uint32, got {key!r}")
+        op, now = _check_op_now(op, now)
         if not self._tokens:
             raise EmptyRingError()
         key = int(key)
@@ -180,13 +200,16 @@ class RingCore:
 
     # -- batch lookup (dskit DoBatch's fan-out) ---------------------------------------------------
     def _max_width(self, op: int) -> int:
-        extenders = sum(1 for s in self._state if op & (0x10000 << s))
-        return max(1, min(len(self._state), self.replication_factor + extenders))
+        """Most candidates one key can get: RF plus every extending instance that owns tokens."""
+        extenders = sum(1 for i in self._has_tokens if op & (0x10000 << self._state[i]))
+        return max(1, min(len(self._has_tokens), self.replication_factor + extenders))
 
     def get_many_raw(
         self, keys: npt.NDArray[np.uint32], op: int, now: float | None
-    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32]]:
-        """Per key: healthy replica indices (row, -1 padded), their count, and max_errors (-1 = failed)."""
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32], list[InstanceDesc]]:
+        """Per key: healthy replica indices (row, -1 padded), their count, max_errors (-1 = failed),
+        and the instances the indices refer to."""
+        op, now = _check_op_now(op, now)
         if not self._loaded:
             self._lazy_load()
         if not self._tokens:
@@ -203,7 +226,7 @@ class RingCore:
             replicas[row, : len(healthy)] = healthy
             counts[row] = len(healthy)
             max_errors[row] = len(healthy) - min_success if len(healthy) >= min_success else -1
-        return replicas, counts, max_errors
+        return replicas, counts, max_errors, list(self._kt.instances)
 
     # -- shuffle-shard picks (dskit Ring.shuffleShard's walk) -------------------------------------
     def _include_read_only(self, inst: int, lookback: bool, until: int) -> bool:
@@ -228,6 +251,7 @@ class RingCore:
         sub._configure(self.replication_factor, self.zone_awareness, self.heartbeat_timeout)
         sub._shard_cache = {}
         sub._gen = 0
+        sub._loaded = False
         sub._init_view(RingDesc._trusted({t.ids[i]: t.instances[i] for i in indices}))
         return sub
 

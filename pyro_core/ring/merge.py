@@ -62,8 +62,15 @@ def merge_into(
         return None
     if not isinstance(other, RingDesc):
         raise InvalidRingError(f"can only merge a RingDesc, got {type(other).__name__}")
-    if local_cas and now is None:
-        raise InvalidRingError("a local_cas merge needs now (unix seconds) to stamp tombstones")
+    if local_cas and (
+        now is None
+        or isinstance(now, bool)
+        or not isinstance(now, (int, np.integer))
+        or not -(2**63) <= now < 2**63
+    ):
+        raise InvalidRingError(
+            f"a local_cas merge needs now as int64 unix seconds to stamp tombstones, got {now!r}"
+        )
     k = (kernels or _impl.kernels()).merge
     mine = this.instances
     updated: list[str] = []
@@ -108,14 +115,18 @@ def merge_into(
 
 
 def resolve_token_conflicts(desc: RingDesc, *, kernels: SimpleNamespace | None = None) -> bool:
-    """Give every token held by several instances to one of them; return whether anything changed.
+    """If any token is held twice, resolve every conflict as dskit does; return whether it did.
 
-    LEFT instances hold nothing. Between holders a LEAVING instance loses to a non-LEAVING one,
-    otherwise the lexicographically lower id wins (a total order, so the result is unique).
+    dskit counts every instance's tokens to decide (a LEFT one's too), then rebuilds all token
+    lists: LEFT instances end with none; between other holders a LEAVING instance loses to a
+    non-LEAVING one, otherwise the lexicographically lower id wins (a total order: one answer).
     """
     k = (kernels or _impl.kernels()).merge
     if not has_token_conflicts(desc, k):
         return False
+    for inst in list(desc.instances.values()):
+        if inst.state == LEFT and len(inst.tokens):
+            desc.instances[inst.id] = _with_tokens(inst, _EMPTY_TOKENS)
     live = [inst for inst in desc.instances.values() if inst.state != LEFT and len(inst.tokens)]
     # Rank instances by (is LEAVING, id): the lowest rank wins a contested token.
     live.sort(key=lambda inst: (inst.state == LEAVING, inst.id))
@@ -136,7 +147,7 @@ class TokenIndex:
     a change only needs to look at the instances whose arrays differ.
     """
 
-    snapshot: dict[str, npt.NDArray[np.uint32]]  # live instance id -> tokens it held
+    snapshot: dict[str, npt.NDArray[np.uint32]]  # id of each instance holding tokens -> those tokens
     tokens: npt.NDArray[np.uint32]
     owners: npt.NDArray[np.int32]  # index into ids
     ids: list[str]
@@ -144,9 +155,7 @@ class TokenIndex:
 
 
 def build_token_index(desc: RingDesc) -> TokenIndex:
-    live = [
-        (key, inst.tokens) for key, inst in desc.instances.items() if inst.state != LEFT and len(inst.tokens)
-    ]
+    live = [(key, inst.tokens) for key, inst in desc.instances.items() if len(inst.tokens)]
     ids = [key for key, _ in live]
     if live:
         arrays = [tokens for _, tokens in live]
@@ -163,7 +172,7 @@ def build_token_index(desc: RingDesc) -> TokenIndex:
 
 
 def has_token_conflicts(desc: RingDesc, k: SimpleNamespace) -> bool:
-    """Whether any token is held by two live instances (dskit's conflictingTokensExist).
+    """Whether any token is held by two instances, in any state (dskit's conflictingTokensExist).
 
     Checks only the instances whose tokens changed since the cached index was built; rebuilds the
     index when it is missing, holds duplicates itself, or too much has changed.
@@ -177,7 +186,7 @@ def has_token_conflicts(desc: RingDesc, k: SimpleNamespace) -> bool:
         # First check of this description: a one-off full scan is cheaper than building the
         # index, which pays off only for descriptions merged again and again (a KV store's).
         desc._token_index = _INDEX_NEXT_TIME
-        live = [i.tokens for i in desc.instances.values() if i.state != LEFT and len(i.tokens)]
+        live = [i.tokens for i in desc.instances.values() if len(i.tokens)]
         return bool(k.has_duplicate_tokens(live))
     idx = build_token_index(desc)
     desc._token_index = idx
@@ -191,7 +200,7 @@ def _changed_conflict(desc: RingDesc, idx: TokenIndex, changed: list[str]) -> bo
     arrays = []
     for key in changed:
         inst = desc.instances.get(key)
-        if inst is not None and inst.state != LEFT and len(inst.tokens):
+        if inst is not None and len(inst.tokens):
             arrays.append(inst.tokens)
     if not arrays:
         return False

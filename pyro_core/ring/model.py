@@ -166,9 +166,14 @@ class InstanceDesc:
         self.tokens = as_tokens(tokens)
         self.zone = zone
         self.registered_timestamp = int(registered_timestamp)
+        if not isinstance(read_only, (bool, np.bool_)):
+            raise InvalidRingError(f"read_only must be a bool, got {read_only!r}")
         self.read_only = bool(read_only)
         self.read_only_updated_timestamp = int(read_only_updated_timestamp)
         self.versions = dict(versions) if versions else {}
+        for k, v in self.versions.items():
+            if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**64 for x in (k, v)):
+                raise InvalidRingError(f"versions must map uint64 to uint64, got {k!r}: {v!r}")
 
     @classmethod
     def _trusted(

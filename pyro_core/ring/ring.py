@@ -21,6 +21,18 @@ from pyro_core.ring.model import WRITE, InstanceDesc, RingDesc
 from pyro_core.ring.shard import shard_size_per_zone
 from pyro_core.ring.tables import RingTables, build_tables, same_topology, with_states
 
+MAX_REPLICATION_FACTOR = 2**20
+
+
+def _check_identifier(identifier: object) -> None:
+    if type(identifier) is not str:
+        raise InvalidRingError(f"identifier must be a string, got {type(identifier).__name__}")
+    if not identifier.isascii():
+        try:
+            identifier.encode()
+        except UnicodeEncodeError:
+            raise InvalidRingError(f"identifier is not valid Unicode text: {identifier!r}") from None
+
 
 def _describe(value: object) -> str:
     if isinstance(value, np.ndarray):
@@ -49,7 +61,8 @@ class BatchReplication:
         return np.flatnonzero(self.max_errors < 0)
 
     def replication_set(self, i: int) -> Any:
-        """Key i's replicas as a ReplicationSet (as ``Ring.get`` would return)."""
+        """Key i's replicas as a ReplicationSet, as ``Ring.get`` returns them. For a failed key (see
+        ``failed``), where ``get`` would raise, ``max_errors`` is -1."""
         n = int(self.counts[i])
         return self._set_type(
             tuple(self.instances[j] for j in self.replicas[i, :n].tolist()), int(self.max_errors[i]), 0
@@ -99,8 +112,9 @@ class _RingAPI:
             self, replication_factor: int, zone_awareness: bool, heartbeat_timeout: float
         ) -> None: ...
         def _load(self, tables: RingTables) -> None: ...
+        def _load_states(self, tables: RingTables) -> None: ...
         def get(self, key: int, op: int = WRITE, now: float | None = None) -> Any: ...
-        def get_many_raw(self, keys: Any, op: int, now: float | None) -> tuple[Any, Any, Any]: ...
+        def get_many_raw(self, keys: Any, op: int, now: float | None) -> tuple[Any, Any, Any, Any]: ...
         def _shard_pick(self, identifier: str, per_zone: int, lookback: bool, until: int) -> list[int]: ...
         def shuffle_shard(self, identifier: str, size: int) -> Any: ...
         def _subring(self, indices: list[int]) -> Any: ...
@@ -115,12 +129,17 @@ class _RingAPI:
         if (
             isinstance(replication_factor, bool)
             or not isinstance(replication_factor, int)
-            or replication_factor < 1
+            or not 1 <= replication_factor <= MAX_REPLICATION_FACTOR
         ):
             raise InvalidRingError(
-                f"replication_factor must be a positive integer, got {replication_factor!r}"
+                f"replication_factor must be an integer in [1, {MAX_REPLICATION_FACTOR}], "
+                f"got {replication_factor!r}"
             )
-        if not isinstance(heartbeat_timeout, (int, float)) or not heartbeat_timeout > 0:
+        if (
+            isinstance(heartbeat_timeout, bool)
+            or not isinstance(heartbeat_timeout, (int, float))
+            or not 0 < heartbeat_timeout < math.inf
+        ):
             raise InvalidRingError(
                 f"heartbeat_timeout must be a positive number of seconds, got {heartbeat_timeout!r}"
             )
@@ -158,7 +177,7 @@ class _RingAPI:
         self._gen += 1
         if same_topology(old, desc):
             self._t = with_states(old, desc)
-            self._load(self._t)
+            self._load_states(self._t)  # tables, bucket index and scratch stay as they are
             return False
         self._t = build_tables(desc)
         self._load(self._t)
@@ -207,9 +226,8 @@ class _RingAPI:
             raise InvalidRingError(
                 f"keys must be a one-dimensional numpy array of dtype uint32 (got {_describe(keys)})"
             )
-        t = self._ensure_tables()
-        replicas, counts, max_errors = self.get_many_raw(np.ascontiguousarray(keys), op, now)
-        return BatchReplication(replicas, counts, max_errors, t.instances, self._kernels.ring.ReplicationSet)
+        replicas, counts, max_errors, instances = self.get_many_raw(np.ascontiguousarray(keys), op, now)
+        return BatchReplication(replicas, counts, max_errors, instances, self._kernels.ring.ReplicationSet)
 
     def get_all_healthy(self, op: int = WRITE, now: float | None = None) -> Any:
         t = self._ensure_tables()
@@ -257,13 +275,15 @@ class _RingAPI:
         self._t = None
         self._lookback_cache = None
 
-    def _fresh(self, sub: Any, gen: int) -> Any:
-        """A cached shard whose instances' states may be stale: refresh them from this ring."""
-        if gen != self._gen and sub is not self:
-            current = self._desc.instances
-            sub_desc = RingDesc._trusted({k: current[k] for k in sub._desc.instances if k in current})
-            if len(sub_desc) == len(sub._desc):
-                sub.update(sub_desc)
+    def _fresh(self, sub: Any) -> Any:
+        """A cached shard made before the last state swap: give it this ring's current states.
+
+        Reads the loaded tables (not ``self._desc``, which a caller may be mutating before its next
+        ``update``): a shard never sees a topology its parent has not loaded."""
+        if sub is not self:
+            t = self._ensure_tables()
+            sub_desc = RingDesc._trusted({k: t.instances[t.index[k]] for k in sub._desc.instances})
+            sub.update(sub_desc)
         return sub
 
     def _check_size(self, size: int) -> None:
@@ -301,15 +321,16 @@ class _RingAPI:
 
     def _shuffle_shard_slow(self, identifier: str, size: int) -> Any:
         """``shuffle_shard`` past the kernel's cache fast path: a stale or missing entry."""
-        if type(identifier) is not str:
-            raise InvalidRingError(f"identifier must be a string, got {type(identifier).__name__}")
+        _check_identifier(identifier)
         if type(size) is not int or size < 0:
             self._check_size(size)
             size = int(size)
         key = (identifier, size)
         entry = self._shard_cache.get(key)
-        if entry is not None:
-            return self._fresh(entry[0], entry[1])
+        if entry is not None:  # made before a state swap: refresh it and stamp it current again
+            result = self._fresh(entry[0])
+            self._shard_cache[key] = (result, self._gen)
+            return result
         result = self._pick(identifier, size, False, 0) if size else self._without_read_only(False, 0)
         if result is not self:
             self._shard_cache[key] = (result, self._gen)
@@ -319,8 +340,7 @@ class _RingAPI:
         """Like ``shuffle_shard`` but also every instance that was part of the shard since
         ``now - lookback`` (instances registered or read-only-switched in the window extend the
         walk). For reads only: the result may be unbalanced across zones."""
-        if not isinstance(identifier, str):
-            raise InvalidRingError(f"identifier must be a string, got {type(identifier).__name__}")
+        _check_identifier(identifier)
         self._check_size(size)
         if (
             isinstance(lookback, bool)
@@ -342,7 +362,10 @@ class _RingAPI:
         if entry is not None:
             sub, gen, lo, hi = entry
             if lo < until <= hi:
-                return sub if gen == self._gen else self._fresh(sub, gen)
+                if gen != self._gen:
+                    sub = self._fresh(sub)
+                    self._lookback_cache[key] = (sub, self._gen, lo, hi)
+                return sub
         if size == 0:
             result = self._without_read_only(True, until)
         else:

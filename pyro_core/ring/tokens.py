@@ -82,7 +82,7 @@ def token_for(tenant: str, labels: str) -> int:
     """Pyroscope's series token (distributor TokenFor): FNV-1 32 over tenant then label string."""
     try:
         return _hashing.token_for(tenant, labels)  # type: ignore[no-any-return]
-    except (TypeError, AttributeError):
+    except (TypeError, AttributeError, UnicodeEncodeError):
         raise InvalidRingError("tenant and labels must be strings (see labels_string)") from None
 
 
@@ -90,7 +90,7 @@ def tokens_for(tenant: str, labels: Sequence[str]) -> npt.NDArray[np.uint32]:
     """``token_for`` for many label strings of one tenant (a Cython loop in the compiled build)."""
     try:
         return _hashing.tokens_for(tenant, list(labels))  # type: ignore[no-any-return]
-    except (TypeError, AttributeError):
+    except (TypeError, AttributeError, UnicodeEncodeError):
         raise InvalidRingError("tenant and labels must be strings") from None
 
 
@@ -99,5 +99,5 @@ def fast_token_for(tenant: str, labels: str) -> int:
     than FNV-1 (better spread on near-identical label strings), at about the same cost per call."""
     try:
         return _hashing.xxh_token(tenant, labels)  # type: ignore[no-any-return]
-    except (TypeError, AttributeError):
+    except (TypeError, AttributeError, UnicodeEncodeError):
         raise InvalidRingError("tenant and labels must be strings") from None

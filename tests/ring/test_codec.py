@@ -389,7 +389,7 @@ def test_native_encode_rejects_an_id_that_differs_from_its_key() -> None:
 @pytest.mark.parametrize("versions", [{-1: 1}, {1: 2**64}, {"a": 1}])
 def test_native_encode_rejects_versions_outside_uint64(versions: dict[Any, Any]) -> None:
     with pytest.raises(CodecError, match="uint64"):
-        encode_ring(RingDesc({"a": InstanceDesc(id="a", versions=versions)}))
+        encode_ring(RingDesc({"a": _with_versions(versions)}))
 
 
 def test_native_encode_rejects_what_is_not_a_ring() -> None:
@@ -400,3 +400,11 @@ def test_native_encode_rejects_what_is_not_a_ring() -> None:
 def test_native_codec_module_declares_its_layout() -> None:
     assert codec.MAGIC == "pyro-ring"
     assert codec.FORMAT_VERSION == 1
+
+
+def _with_versions(versions: dict[Any, Any]) -> InstanceDesc:
+    """An instance whose versions skipped the constructor's check (as a mutated object could):
+    the encoder must still refuse them."""
+    inst = InstanceDesc(id="a")
+    inst.versions = versions
+    return inst

@@ -499,7 +499,7 @@ def test_dskit_encode_rejects_an_id_that_differs_from_its_key() -> None:
 
 @pytest.mark.parametrize("versions", [{-1: 1}, {1: 2**64}])
 def test_dskit_encode_rejects_versions_outside_uint64(versions: dict[int, int]) -> None:
-    desc = RingDesc({"a": InstanceDesc(id="a", versions=versions)})
+    desc = RingDesc({"a": _with_versions(versions)})
     with pytest.raises(CodecError):
         encode_dskit(desc)
     with pytest.raises(CodecError):
@@ -673,3 +673,11 @@ def test_go_and_python_agree_on_keys_that_sort_differently(go_peer: Path) -> Non
     go_raw = unsnappy(run_go(go_peer, "encode", json.dumps(ring_to_json(desc)).encode()))
     assert sorted(desc_map_entries(go_raw)) == sorted(desc_map_entries(unsnappy(encode_dskit(desc))))
     assert decode_dskit(snappy(go_raw)) == desc
+
+
+def _with_versions(versions: dict[Any, Any]) -> InstanceDesc:
+    """An instance whose versions skipped the constructor's check (as a mutated object could):
+    the encoder must still refuse them."""
+    inst = InstanceDesc(id="a")
+    inst.versions = versions
+    return inst

@@ -283,3 +283,91 @@ def test_compiled_and_pure_lookups_agree(
         assert np.array_equal(b0.replicas, b1.replicas)
         assert np.array_equal(b0.max_errors, b1.max_errors)
         assert np.array_equal(b0.counts, b1.counts)
+
+
+# -- robustness ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("call", "kwargs"),
+    [
+        ("get", {"key": True}),
+        ("get", {"key": 5, "op": 2**40}),
+        ("get", {"key": 5, "op": -1}),
+        ("get", {"key": 5, "now": "x"}),
+        ("get_many", {"keys": np.array([5], dtype=np.uint32), "op": 2**40}),
+        ("get_many", {"keys": np.array([5], dtype=np.uint32), "now": "soon"}),
+    ],
+)
+def test_bad_lookup_arguments_raise_invalid_ring_error(Ring: Any, call: str, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRingError):
+        getattr(Ring(abc()), call)(**kwargs)
+
+
+@pytest.mark.parametrize("rf", [2**31 - 1, 2**31, 2**21])
+def test_replication_factor_beyond_the_bound_is_rejected(Ring: Any, rf: int) -> None:
+    with pytest.raises(InvalidRingError, match="replication_factor"):
+        Ring(abc(), replication_factor=rf)
+
+
+def test_huge_replication_factor_within_the_bound_is_safe(Ring: Any) -> None:
+    ring = Ring(abc(b=S.LEAVING), replication_factor=2**20)
+    batch = ring.get_many(np.arange(0, 70, 7, dtype=np.uint32))
+    assert batch.replicas.shape[1] <= 3 and len(batch.failed) == len(batch.counts)
+
+
+def test_batch_width_ignores_tombstones_without_tokens(Ring: Any) -> None:
+    desc = random_desc(10, 8, seed=1)
+    for i in range(50):
+        desc.instances[f"gone-{i}"] = inst(f"gone-{i}", [], state=S.LEFT)
+    batch = Ring(desc, replication_factor=3).get_many(np.arange(100, dtype=np.uint32))
+    assert batch.replicas.shape == (100, 3)
+
+
+def test_get_all_healthy_lists_instances_healthy_for_the_operation(Ring: Any) -> None:
+    desc = ring_of(inst("a", [10]), inst("b", [20], state=S.LEAVING), inst("c", [30], ts=0))
+    ring = Ring(desc)
+    assert ring.get_all_healthy(WRITE, now=1000).instance_ids() == ["a"]
+    assert ring.get_all_healthy(READ).instance_ids() == ["a", "b", "c"]
+
+
+def test_cached_shard_stays_cached_after_a_heartbeat_update(Ring: Any) -> None:
+    desc = random_desc(20, 16, seed=3)
+    ring = Ring(desc)
+    shard = ring.shuffle_shard("tenant", 4)
+    beat = desc.copy()
+    first = shard.instance_ids()[0]
+    beat.instances[first] = beat[first].replace(timestamp=5000)
+    assert ring.update(beat) is False
+    again = ring.shuffle_shard("tenant", 4)
+    assert again is shard and again.desc[first].timestamp == 5000
+    assert ring._shard_cache[("tenant", 4)][1] == ring._gen  # re-stamped: the fast path serves it now
+
+
+def test_get_many_survives_concurrent_updates_from_another_thread() -> None:
+    import threading
+
+    ring = ring_class(_impl.kernels("compiled"))(random_desc(60, 64, seed=8), replication_factor=3)
+    keys = np.random.default_rng(2).integers(0, 2**32, 200_000, dtype=np.uint32)
+    descs = [random_desc(60, 64, seed=8, now=1000 + i) for i in range(3)] + [random_desc(40, 32, seed=9)]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def updater() -> None:
+        i = 0
+        while not stop.is_set():
+            ring.update(descs[i % len(descs)])
+            ring.shuffle_shard("t", 10)
+            i += 1
+
+    t = threading.Thread(target=updater)
+    t.start()
+    try:
+        for _ in range(20):
+            batch = ring.get_many(keys)
+            n = len(batch.instances)
+            assert ((batch.replicas >= -1) & (batch.replicas < max(n, 60))).all()
+    except BaseException as exc:  # pragma: no cover - reported below
+        errors.append(exc)
+    finally:
+        stop.set()
+        t.join()
+    assert not errors

@@ -272,3 +272,20 @@ def test_changed_instances_kernels_agree(compiled: SimpleNamespace, pure: Simple
     expected = ["instance-3", "instance-4", "new", "instance-5"]
     assert compiled.merge.changed_instances(snapshot, desc.instances) == expected
     assert pure.merge.changed_instances(snapshot, desc.instances) == expected
+
+
+def test_left_instance_tokens_count_as_conflicts_and_are_cleared_like_dskit(impl: SimpleNamespace) -> None:
+    # dskit's conflictingTokensExist counts a LEFT instance's tokens; resolveConflicts then leaves
+    # every LEFT instance with none (a state reachable from decoded or hand-built descriptions).
+    a = RingDesc({"d": InstanceDesc(id="d", tokens=[7, 8, 11], state=S.LEFT, timestamp=5)})
+    merge_into(a, ring_of(inst("a", [6, 10, 11], ts=10)), kernels=impl)
+    assert a["d"].tokens.tolist() == [] and a["a"].tokens.tolist() == [6, 10, 11]
+
+
+def test_changed_instances_counts_removed_ids_despite_tokenless_tombstones(
+    compiled: SimpleNamespace, pure: SimpleNamespace
+) -> None:
+    snapshot = {"A": np.array([1], dtype=np.uint32)}
+    instances = {f"t{i}": inst(f"t{i}", [], state=S.LEFT) for i in range(3)}
+    assert compiled.merge.changed_instances(snapshot, instances) == ["A"]
+    assert pure.merge.changed_instances(snapshot, instances) == ["A"]

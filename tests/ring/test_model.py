@@ -132,3 +132,15 @@ def test_generate_tokens_is_seedable_unique_and_avoids_taken() -> None:
     assert not set(c.tolist()) & set(a.tolist())
     with pytest.raises(InvalidRingError):
         generate_tokens(-1)
+
+
+@pytest.mark.parametrize("kwargs", [{"read_only": "no"}, {"versions": {"a": 1}}, {"versions": {1: -1}}])
+def test_bad_read_only_and_versions_are_rejected(kwargs: dict[str, object]) -> None:
+    with pytest.raises(InvalidRingError):
+        InstanceDesc(id="a", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("now", ["x", 2**70, True, 1.5])
+def test_local_cas_merge_rejects_a_bad_now(now: object) -> None:
+    with pytest.raises(InvalidRingError):
+        RingDesc().merge(RingDesc(), local_cas=True, now=now)  # type: ignore[arg-type]

@@ -57,3 +57,8 @@ def test_batch_tokens_equal_single_tokens() -> None:
     labels = [labels_string({"service_name": f"svc-{i}"}) for i in range(50)]
     assert tokens_for("t", labels).tolist() == [token_for("t", s) for s in labels]
     assert 0 <= fast_token_for("t", labels[0]) < 2**32
+
+
+def test_lone_surrogates_are_a_clear_error() -> None:
+    with pytest.raises(InvalidRingError):
+        token_for("t", "\ud800")

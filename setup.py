@@ -11,7 +11,7 @@ from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BINDINGS = os.path.join("bindings", "pyro_core")
-KERNELS = ["_ring", "_gorand", "_hashing", "_merge"]
+KERNELS = ["_ring", "_gorand", "_hashing", "_merge", "_lzw"]
 # PYRO_CORE_ONLY=_gorand,_ring builds a subset (for in-place development builds).
 _only = [k.strip() for k in os.environ.get("PYRO_CORE_ONLY", "").split(",") if k.strip()]
 KERNELS = [

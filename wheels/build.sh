@@ -17,7 +17,7 @@
 # wheel targets.
 set -euo pipefail
 
-KERNELS=(_ring _gorand _hashing _merge)
+KERNELS=(_ring _gorand _hashing _merge _lzw)
 
 usage() { sed -n '/^# Usage:/,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; }
 die() { printf '\nbuild.sh: ERROR: %s\n' "$*" >&2; exit 1; }

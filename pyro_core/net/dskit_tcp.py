@@ -16,6 +16,7 @@ from pyro_core.net.transport import (
     StreamHandler,
     Transport,
     TransportError,
+    close_quietly,
     format_address,
     parse_address,
 )
@@ -165,7 +166,7 @@ class DskitTCPTransport(Transport):
         except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
             self.bad_connections += 1
         finally:
-            await _close_quietly(stream)
+            await close_quietly(stream)
 
     async def _connect(self, addr: Address, timeout: float) -> trio.abc.Stream:
         try:
@@ -189,14 +190,14 @@ class DskitTCPTransport(Transport):
         except (trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
             raise TransportError(f"packet to {format_address(addr)} failed: {exc}") from exc
         finally:
-            await _close_quietly(stream)
+            await close_quietly(stream)
 
     async def dial(self, addr: Address, timeout: float) -> trio.abc.Stream:
         stream = await self._connect(addr, timeout)
         try:
             await stream.send_all(bytes([wire.DskitConnectionType.STREAM]))
         except (trio.BrokenResourceError, OSError) as exc:
-            await _close_quietly(stream)
+            await close_quietly(stream)
             raise TransportError(f"stream to {format_address(addr)} failed: {exc}") from exc
         return stream
 
@@ -226,12 +227,3 @@ class _Prefixed(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-async def _close_quietly(stream: trio.abc.AsyncResource) -> None:
-    with trio.move_on_after(1) as scope:
-        scope.shield = True
-        try:
-            await stream.aclose()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
-            pass

@@ -15,13 +15,13 @@ from pyro_core.memberlist.config import Config
 from pyro_core.memberlist.security import Keyring
 from pyro_core.memberlist.state import (
     Delegate,
-    Memberlist,
     MemberEvent,
+    Memberlist,
     OpenPushPull,
     SendPacket,
     TcpPing,
 )
-from pyro_core.net.transport import Address, Transport, TransportError, format_address
+from pyro_core.net.transport import Address, Transport, TransportError, close_quietly, format_address
 
 log = logging.getLogger("pyro_core.memberlist")
 
@@ -160,7 +160,7 @@ class MemberlistNode:
         with trio.fail_after(self.config.tcp_timeout):
             while True:
                 chunk = await stream.receive_some(65536)
-                msgs = decoder.feed(chunk) if chunk else decoder.feed_eof()
+                msgs = decoder.feed(bytes(chunk)) if chunk else decoder.feed_eof()
                 if msgs:
                     return msgs[0]
 
@@ -193,11 +193,7 @@ class MemberlistNode:
             self.stream_errors += 1
             log.debug("stream from %s failed: %s", format_address(peer), exc)
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                try:
-                    await stream.aclose()
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    pass
+            await close_quietly(stream)
             self.wake()
 
     async def _exchange(self, addr: Address, payload: bytes) -> wire.StreamMessage:
@@ -207,11 +203,7 @@ class MemberlistNode:
                 await stream.send_all(self._frame(payload, reply=False))
             return await self._read_one(stream, self._decoder(reply=True))
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                try:
-                    await stream.aclose()
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    pass
+            await close_quietly(stream)
 
     async def _push_pull(self, addr: Address, join: bool) -> bool:
         core = self._core()

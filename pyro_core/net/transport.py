@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,6 +20,13 @@ StreamHandler = Callable[[trio.abc.Stream, Address], Awaitable[None]]  # an acce
 
 class TransportError(OSError):
     """A packet or stream could not be delivered (refused, timed out, closed)."""
+
+
+async def close_quietly(stream: trio.abc.AsyncResource) -> None:
+    """Close a stream within a second, even while cancelled, ignoring a peer that already went."""
+    quiet = contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+    with trio.CancelScope(shield=True), trio.move_on_after(1), quiet:
+        await stream.aclose()
 
 
 def format_address(addr: Address) -> str:

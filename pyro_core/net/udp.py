@@ -17,7 +17,9 @@ UDP_RECV_BUFFER = 65536  # memberlist's udpPacketBufSize
 class NetTransport(Transport):
     """UDP packets + TCP streams on ``bind_addr:bind_port`` (memberlist NetTransport)."""
 
-    def __init__(self, bind_addr: str = "0.0.0.0", bind_port: int = 7946, advertise: Address | None = None) -> None:
+    def __init__(
+        self, bind_addr: str = "0.0.0.0", bind_port: int = 7946, advertise: Address | None = None
+    ) -> None:
         self.bind_addr = bind_addr
         self.bind_port = bind_port
         self._advertise = advertise
@@ -87,7 +89,9 @@ class NetTransport(Transport):
                 on_packet(data, (addr[0], addr[1]))
 
     @staticmethod
-    async def _accept_loop(listener: trio.SocketListener, on_stream: StreamHandler, nursery: trio.Nursery) -> None:
+    async def _accept_loop(
+        listener: trio.SocketListener, on_stream: StreamHandler, nursery: trio.Nursery
+    ) -> None:
         while True:
             try:
                 stream = await listener.accept()

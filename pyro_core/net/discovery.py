@@ -31,7 +31,9 @@ def _is_ip(host: str) -> bool:
 class Resolver:
     """Resolves join entries. ``nameservers``/``port`` point it at a given DNS server (tests)."""
 
-    def __init__(self, nameservers: Sequence[str] | None = None, port: int = 53, timeout: float = 5.0) -> None:
+    def __init__(
+        self, nameservers: Sequence[str] | None = None, port: int = 53, timeout: float = 5.0
+    ) -> None:
         if nameservers:
             self._dns = dns.asyncresolver.Resolver(configure=False)
             self._dns.nameservers = list(nameservers)
@@ -69,7 +71,7 @@ class Resolver:
             if entry.startswith("dnssrvnoa+"):
                 return await self._srv(entry[len("dnssrvnoa+") :])
             if entry.startswith("dnssrv+"):
-                out = []
+                out: list[Address] = []
                 for target, port in await self._srv(entry[len("dnssrv+") :]):
                     out.extend((ip, port) for ip in await self._a_records(target))
                 return out

@@ -1,16 +1,20 @@
 # The ``pyro-core`` command line.
-# Owns: argument parsing and terminal output. Subcommands so far: ``demo`` (a ring and shuffle
-# shards on an embedded default). The gossip member, server, ring-status, plan and bench commands
-# of later issues join here.
+# Owns: argument parsing and terminal output. Subcommands: ``demo`` (a ring and shuffle shards on an
+# embedded default) and ``member`` (a bare gossip member with every -memberlist.* flag). The
+# server, ring-status, plan and bench commands of later issues join here.
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import trio
 
 from pyro_core import (
     IMPLEMENTATION,
@@ -23,7 +27,13 @@ from pyro_core import (
     shard_combinations,
     token_for,
 )
+from pyro_core.flags import MemberlistSettings, add_flag, add_memberlist_flags, memberlist_settings
+from pyro_core.memberlist.config import ConfigError
+from pyro_core.memberlist.state import MemberEvent
+from pyro_core.net.transport import format_address
 from pyro_core.ring.errors import RingError
+
+log = logging.getLogger("pyro_core")
 
 DEMO_SERIES = [
     ("anonymous", {"__name__": "process_cpu", "service_name": "checkout"}),
@@ -148,6 +158,61 @@ def print_demo(result: dict[str, Any]) -> None:
         out(f"  {k} instance{'s' if k != 1 else ' '}: {p * 100:9.4f}%\n")
 
 
+async def _run_member(settings: MemberlistSettings) -> int:
+    """A bare gossip member: join, log membership changes, leave gracefully on SIGTERM/SIGINT."""
+    from pyro_core.net.discovery import DiscoveryError, Resolver
+    from pyro_core.net.node import JoinError, MemberlistNode
+
+    def on_event(event: MemberEvent) -> None:
+        log.info(
+            "member %s: %s at %s (%s)",
+            event.kind,
+            event.node,
+            format_address(event.address),
+            event.state.name.lower(),
+        )
+
+    node = MemberlistNode(settings.config, settings.transport, on_event=on_event)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            addr = await nursery.start(node.run)
+            log.info("member %s up at %s", settings.config.name, format_address(addr))
+            if settings.join:
+                try:
+                    addresses = await Resolver().resolve(settings.join)
+                    joined = await node.join(addresses)
+                    log.info("joined the cluster through %d of %d addresses", joined, len(addresses))
+                except (DiscoveryError, JoinError) as exc:
+                    if settings.abort_if_join_fails:
+                        log.error("%s", exc)
+                        nursery.cancel_scope.cancel()
+                        return 1
+                    log.warning("%s (carrying on alone: -memberlist.abort-if-join-fails=false)", exc)
+            async for signum in signals:
+                log.info("got %s: leaving the cluster", signal.Signals(signum).name)
+                left = await node.leave(settings.leave_timeout)
+                log.info("left the cluster%s", "" if left else " (timed out waiting for the broadcast)")
+                nursery.cancel_scope.cancel()
+                break
+    return 0
+
+
+def run_member(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(message)s"
+    )
+    try:
+        settings = memberlist_settings(args, socket.gethostname())
+    except (ConfigError, OSError, ValueError) as exc:
+        sys.stderr.write(f"pyro-core member: {exc}\n")
+        return 2
+    try:
+        return trio.run(_run_member, settings)
+    except OSError as exc:  # e.g. the port is taken
+        sys.stderr.write(f"pyro-core member: {exc}\n")
+        return 1
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyro-core", description="pyro-core: a cluster core for profiling backends"
@@ -163,11 +228,16 @@ def make_parser() -> argparse.ArgumentParser:
     demo.add_argument("--shard-size", type=_int_at_least(0), default=3, help="0 = every instance")
     demo.add_argument("--seed", type=int, default=42, help="seed of the token generator")
     demo.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    member = sub.add_parser("member", help="run a bare gossip member (no HTTP server)")
+    add_memberlist_flags(member)
+    add_flag(member, "log.level", choices=["debug", "info", "warn", "error"], default="info")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    if args.command == "member":
+        return run_member(args)
     if args.command == "demo":
         try:
             result = run_demo(args)

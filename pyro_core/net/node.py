@@ -120,7 +120,7 @@ class MemberlistNode:
             elif isinstance(out, TcpPing):
                 self._nursery.start_soon(self._tcp_ping, out)
         for event in core.take_events():
-            log.info("member %s: %s (%s)", event.kind, event.node, format_address(event.address))
+            log.debug("member %s: %s (%s)", event.kind, event.node, format_address(event.address))
             if self.on_event is not None:
                 self.on_event(event)
 

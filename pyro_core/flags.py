@@ -55,6 +55,16 @@ def parse_port(text: str) -> int:
     return port
 
 
+def parse_hex_key(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("an encryption key must be hex") from None
+    if len(key) not in (16, 24, 32):
+        raise argparse.ArgumentTypeError(f"an encryption key must be 16, 24 or 32 bytes, got {len(key)}")
+    return key
+
+
 def parse_positive_int(text: str) -> int:
     try:
         n = int(text)
@@ -139,6 +149,16 @@ def add_memberlist_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "memberlist.abort-if-join-fails", type=parse_bool, default=True)
     add_flag(parser, "memberlist.rejoin-interval", type=parse_duration, default=0.0)
     add_flag(parser, "memberlist.leave-timeout", type=parse_duration, default=20.0)
+    add_flag(
+        parser,
+        "memberlist.encryption-key",
+        action="append",
+        default=[],
+        type=parse_hex_key,
+        metavar="HEX",
+        help="AES key (16/24/32 bytes, hex) for memberlist's own encryption; repeatable, the first "
+        "encrypts (a pyro-core flag, to join plain memberlist clusters; Pyroscope uses TLS instead)",
+    )
     add_flag(parser, "memberlist.tls-enabled", type=parse_bool, default=False)
     add_flag(parser, "memberlist.tls-cert-path", default="")
     add_flag(parser, "memberlist.tls-key-path", default="")
@@ -196,6 +216,7 @@ def memberlist_settings(args: argparse.Namespace, default_name: str) -> Memberli
         tcp_timeout=args.memberlist_stream_timeout,
         enable_compression=bool(args.memberlist_compression_enabled),
         label=args.memberlist_cluster_label,
+        secret_keys=tuple(args.memberlist_encryption_key),
         skip_inbound_label_check=bool(args.memberlist_cluster_label_verification_disabled),
     )
     transport: Transport

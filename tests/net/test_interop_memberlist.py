@@ -50,7 +50,7 @@ def test_go_node_joins_a_pyro_core_cluster(mlnode: Path, compression: bool) -> N
 
 def test_pyro_core_member_joins_a_go_cluster_and_leaves_gracefully(mlnode: Path) -> None:
     with GoNode(mlnode, "go-a") as ga, GoNode(mlnode, "go-b", join=[ga.addr]) as gb:
-        host, port = ga.addr.rsplit(":", 1)
+        port = ga.addr.rsplit(":", 1)[1]
         py = start_pyro("py-c", [int(port)])
         try:
             names = {"go-a", "go-b", "py-c"}

@@ -1,7 +1,7 @@
 # The ``pyro-core`` command line.
 # Owns: argument parsing and terminal output. Subcommands: ``demo`` (a ring and shuffle shards on an
-# embedded default) and ``member`` (a bare gossip member with every -memberlist.* flag). The
-# server, ring-status, plan and bench commands of later issues join here.
+# embedded default), ``member`` (a gossip member with every -memberlist.* flag, optionally
+# registered in the ingester ring) and ``ring-status`` (join, print members and rings, leave).
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ import logging
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,11 +28,21 @@ from pyro_core import (
     shard_combinations,
     token_for,
 )
-from pyro_core.flags import MemberlistSettings, add_flag, add_memberlist_flags, memberlist_settings
+from pyro_core.flags import (
+    MemberlistSettings,
+    add_flag,
+    add_memberlist_flags,
+    memberlist_settings,
+    parse_bool,
+    parse_duration,
+    parse_positive_int,
+)
 from pyro_core.memberlist.config import ConfigError
 from pyro_core.memberlist.state import MemberEvent
+from pyro_core.net.cluster import ClusterMember, RingRegistration
 from pyro_core.net.transport import format_address
 from pyro_core.ring.errors import RingError
+from pyro_core.status import cluster_status, render_cluster_status
 
 log = logging.getLogger("pyro_core")
 
@@ -158,58 +169,125 @@ def print_demo(result: dict[str, Any]) -> None:
         out(f"  {k} instance{'s' if k != 1 else ' '}: {p * 100:9.4f}%\n")
 
 
-async def _run_member(settings: MemberlistSettings) -> int:
-    """A bare gossip member: join, log membership changes, leave gracefully on SIGTERM/SIGINT."""
+def _log_event(event: MemberEvent) -> None:
+    log.info(
+        "member %s: %s at %s (%s)",
+        event.kind,
+        event.node,
+        format_address(event.address),
+        event.state.name.lower(),
+    )
+
+
+async def _join(member: ClusterMember, settings: MemberlistSettings) -> bool:
+    """Resolve and join; False (after logging why) when the join failed and must abort."""
     from pyro_core.net.discovery import DiscoveryError, Resolver
-    from pyro_core.net.node import JoinError, MemberlistNode
+    from pyro_core.net.node import JoinError
 
-    def on_event(event: MemberEvent) -> None:
-        log.info(
-            "member %s: %s at %s (%s)",
-            event.kind,
-            event.node,
-            format_address(event.address),
-            event.state.name.lower(),
-        )
+    if not settings.join:
+        return True
+    try:
+        addresses = await Resolver().resolve(settings.join)
+        joined = await member.node.join(addresses)
+        log.info("joined the cluster through %d of %d addresses", joined, len(addresses))
+    except (DiscoveryError, JoinError) as exc:
+        if settings.abort_if_join_fails:
+            log.error("%s", exc)
+            return False
+        log.warning("%s (carrying on alone: -memberlist.abort-if-join-fails=false)", exc)
+    return True
 
-    node = MemberlistNode(settings.config, settings.transport, on_event=on_event)
+
+async def _run_member(settings: MemberlistSettings, registration: RingRegistration | None) -> int:
+    """A bare gossip member: join, log membership changes, optionally register in a ring, and on
+    SIGTERM/SIGINT leave the ring and the cluster gracefully."""
+    member = ClusterMember(
+        settings.config,
+        settings.transport,
+        registration=registration,
+        left_ingesters_timeout=settings.left_ingesters_timeout,
+        on_event=_log_event,
+    )
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            addr = await nursery.start(node.run)
+            addr = await nursery.start(member.run)
             log.info("member %s up at %s", settings.config.name, format_address(addr))
-            if settings.join:
-                try:
-                    addresses = await Resolver().resolve(settings.join)
-                    joined = await node.join(addresses)
-                    log.info("joined the cluster through %d of %d addresses", joined, len(addresses))
-                except (DiscoveryError, JoinError) as exc:
-                    if settings.abort_if_join_fails:
-                        log.error("%s", exc)
-                        nursery.cancel_scope.cancel()
-                        return 1
-                    log.warning("%s (carrying on alone: -memberlist.abort-if-join-fails=false)", exc)
+            if not await _join(member, settings):
+                nursery.cancel_scope.cancel()
+                return 1
+            if registration is not None:
+                await member.register()
+                log.info("registering %s in ring %s", registration.instance_id, registration.ring_key)
             async for signum in signals:
                 log.info("got %s: leaving the cluster", signal.Signals(signum).name)
-                left = await node.leave(settings.leave_timeout)
-                log.info("left the cluster%s", "" if left else " (timed out waiting for the broadcast)")
+                done = await member.shutdown(settings.leave_timeout)
+                log.info("left the cluster%s", "" if done else " (timed out waiting for the broadcasts)")
                 nursery.cancel_scope.cancel()
                 break
     return 0
 
 
-def run_member(args: argparse.Namespace) -> int:
+async def _run_ring_status(settings: MemberlistSettings, as_json: bool) -> int:
+    """Join without registering, take the cluster's state from the joining push/pull, print it, leave."""
+    member = ClusterMember(settings.config, settings.transport)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(member.run)
+        if not settings.join:
+            log.error("ring-status needs -memberlist.join")
+            nursery.cancel_scope.cancel()
+            return 2
+        if not await _join(member, settings):
+            nursery.cancel_scope.cancel()
+            return 1
+        core = member.node.core
+        assert core is not None
+        status = cluster_status(core, member.store, time.time())
+        await member.node.leave(2.0)
+        nursery.cancel_scope.cancel()
+    sys.stdout.write((json.dumps(status, indent=2) if as_json else render_cluster_status(status)) + "\n")
+    return 0
+
+
+def _settings(args: argparse.Namespace, command: str) -> MemberlistSettings | None:
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(message)s"
     )
     try:
-        settings = memberlist_settings(args, socket.gethostname())
+        return memberlist_settings(args, socket.gethostname())
     except (ConfigError, OSError, ValueError) as exc:
-        sys.stderr.write(f"pyro-core member: {exc}\n")
+        sys.stderr.write(f"pyro-core {command}: {exc}\n")
+        return None
+
+
+def run_member(args: argparse.Namespace) -> int:
+    settings = _settings(args, "member")
+    if settings is None:
         return 2
+    registration = None
+    if args.ring_register:
+        registration = RingRegistration(
+            instance_id=args.ring_instance_id or settings.config.name,
+            instance_addr=args.ring_instance_addr,
+            zone=args.ring_instance_availability_zone,
+            num_tokens=args.ingester_num_tokens,
+            heartbeat_period=args.ingester_heartbeat_period,
+            heartbeat_timeout=args.ring_heartbeat_timeout,
+        )
     try:
-        return trio.run(_run_member, settings)
+        return trio.run(_run_member, settings, registration)
     except OSError as exc:  # e.g. the port is taken
         sys.stderr.write(f"pyro-core member: {exc}\n")
+        return 1
+
+
+def run_ring_status(args: argparse.Namespace) -> int:
+    settings = _settings(args, "ring-status")
+    if settings is None:
+        return 2
+    try:
+        return trio.run(_run_ring_status, settings, args.json)
+    except OSError as exc:
+        sys.stderr.write(f"pyro-core ring-status: {exc}\n")
         return 1
 
 
@@ -231,6 +309,24 @@ def make_parser() -> argparse.ArgumentParser:
     member = sub.add_parser("member", help="run a bare gossip member (no HTTP server)")
     add_memberlist_flags(member)
     add_flag(member, "log.level", choices=["debug", "info", "warn", "error"], default="info")
+    add_flag(
+        member,
+        "ring.register",
+        type=parse_bool,
+        default=False,
+        help="register this member in the ingester ring (collectors/ring) and heartbeat it",
+    )
+    add_flag(member, "ring.instance-id", default="", help="instance id in the ring (default: the node name)")
+    add_flag(member, "ring.instance-addr", default="", help="address stored in the ring (default: advertise)")
+    add_flag(member, "ring.instance-availability-zone", default="")
+    add_flag(member, "ring.heartbeat-timeout", type=parse_duration, default=60.0)
+    add_flag(member, "ingester.num-tokens", type=parse_positive_int, default=128)
+    add_flag(member, "ingester.heartbeat-period", type=parse_duration, default=5.0)
+    status = sub.add_parser("ring-status", help="join a cluster, print its members and rings, leave")
+    add_memberlist_flags(status)
+    status.set_defaults(memberlist_bind_port=0)
+    add_flag(status, "log.level", choices=["debug", "info", "warn", "error"], default="warn")
+    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return parser
 
 
@@ -238,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.command == "member":
         return run_member(args)
+    if args.command == "ring-status":
+        return run_ring_status(args)
     if args.command == "demo":
         try:
             result = run_demo(args)

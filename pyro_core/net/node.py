@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 from collections.abc import Callable, Sequence
 
 import trio
@@ -33,6 +34,16 @@ STREAM_ERRORS = (
     trio.ClosedResourceError,
     OSError,
 )
+
+
+def default_advertise_ip() -> str:
+    """The address to advertise when bound to every interface (memberlist picks a private IP):
+    this host's name resolved, else loopback."""
+    try:
+        ip = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+    return ip
 
 
 class JoinError(RuntimeError):
@@ -70,7 +81,7 @@ class MemberlistNode:
             host = self.config.advertise_addr or bound[0]
             port = self.config.advertise_port or bound[1]
             if host in ("0.0.0.0", "::", ""):
-                raise ValueError("bound to every interface: set an advertise address")
+                host = default_advertise_ip()
             self.core = Memberlist(
                 self.config,
                 addr=host,

@@ -3,9 +3,20 @@
 # compiled one must be built (``pip install .``) — a missing build is an error, not a skip.
 from __future__ import annotations
 
+import os
+
 import pytest
 
+import pyro_core
 from pyro_core import _impl
+
+# Subprocesses (``python -m pyro_core ...``) must import the same pyro_core as this test run, not
+# whatever ``pyro_core/`` sits in their working directory (a source checkout without built kernels):
+# they run from a neutral directory (tempfile.gettempdir()) with this run's package on PYTHONPATH.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pyro_core.__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_PACKAGE_ROOT, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+)
 
 
 @pytest.fixture(params=_impl.IMPLEMENTATIONS, scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -28,6 +29,8 @@ def test_demo_json_is_machine_readable(capsys: pytest.CaptureFixture[str]) -> No
 
 @pytest.mark.parametrize("flags", [["--instances", "0"], ["--tokens", "x"], ["--shard-size", "-1"], ["--bogus"]])
 def test_demo_rejects_bad_flags(flags: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pyro_core", "demo", *flags], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyro_core", "demo", *flags], capture_output=True, text=True, cwd=tempfile.gettempdir()
+    )
     assert proc.returncode == 2
     assert "error" in proc.stderr and "Traceback" not in proc.stderr

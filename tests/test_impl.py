@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -15,7 +16,9 @@ def _run(code: str, pure: bool) -> str:
     env = {k: v for k, v in os.environ.items() if k != "PYRO_CORE_PURE"}
     if pure:
         env["PYRO_CORE_PURE"] = "1"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=tempfile.gettempdir()
+    ).stdout
 
 
 def test_env_switch_selects_the_pure_twins() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 
 from .golang import free_port
@@ -18,7 +19,7 @@ def ring_status(port: int) -> dict:  # type: ignore[type-arg]
     out = subprocess.run(
         [sys.executable, "-m", "pyro_core", "ring-status", f"-memberlist.join=127.0.0.1:{port}",
          "-memberlist.bind-addr=127.0.0.1", "--json"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir(),
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)  # type: ignore[no-any-return]
@@ -74,14 +75,14 @@ def test_ring_status_text_output_and_join_failure() -> None:
         out = subprocess.run(
             [sys.executable, "-m", "pyro_core", "ring-status", f"-memberlist.join=127.0.0.1:{port}",
              "-memberlist.bind-addr=127.0.0.1"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir(),
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
         assert "ring collectors/ring (1 instances)" in out.stdout and "t0" in out.stdout
         bad = subprocess.run(
             [sys.executable, "-m", "pyro_core", "ring-status", f"-memberlist.join=127.0.0.1:{free_port()}",
              "-memberlist.bind-addr=127.0.0.1", "-memberlist.stream-timeout=500ms"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir(),
         )  # fmt: skip
         assert bad.returncode == 1 and "could not join" in bad.stderr
     finally:

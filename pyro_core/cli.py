@@ -198,6 +198,16 @@ async def _join(member: ClusterMember, settings: MemberlistSettings) -> bool:
     return True
 
 
+async def _rejoin_every(member: ClusterMember, settings: MemberlistSettings) -> None:
+    """-memberlist.rejoin-interval: re-resolve the join addresses and join again (heals partitions
+    that push/pull alone cannot, e.g. after every member restarted)."""
+    from dataclasses import replace
+
+    while True:
+        await trio.sleep(settings.rejoin_interval)
+        await _join(member, replace(settings, abort_if_join_fails=False))
+
+
 async def _run_member(settings: MemberlistSettings, registration: RingRegistration | None) -> int:
     """A bare gossip member: join, log membership changes, optionally register in a ring, and on
     SIGTERM/SIGINT leave the ring and the cluster gracefully."""
@@ -215,6 +225,8 @@ async def _run_member(settings: MemberlistSettings, registration: RingRegistrati
             if not await _join(member, settings):
                 nursery.cancel_scope.cancel()
                 return 1
+            if settings.rejoin_interval > 0 and settings.join:
+                nursery.start_soon(_rejoin_every, member, settings)
             if registration is not None:
                 await member.register()
                 log.info("registering %s in ring %s", registration.instance_id, registration.ring_key)

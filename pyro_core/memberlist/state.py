@@ -206,6 +206,7 @@ class Memberlist:
         self._events: list[MemberEvent] = []
         self._nodes: list[NodeState] = []  # probe order
         self._node_map: dict[str, NodeState] = {}
+        self._by_address: dict[Address, NodeState] = {}  # for packets sent to an address, not a node
         self._suspicions: dict[str, Suspicion] = {}
         self._relays: dict[int, _Relay] = {}
         self._probe: _Probe | None = None
@@ -580,6 +581,7 @@ class Memberlist:
                 vsn=a.vsn if len(a.vsn) >= 6 else bytes(6),
             )
             self._node_map[a.node] = state
+            self._by_address[state.address] = state
             # Insert at a random offset (memberlist randomOffset): keeps detection time low.
             n = len(self._nodes)
             self._nodes.append(state)
@@ -611,8 +613,12 @@ class Memberlist:
             state.vsn = a.vsn
         state.incarnation = a.incarnation
         state.meta = a.meta
-        state.addr = a.addr
-        state.port = a.port
+        if state.addr != a.addr or state.port != a.port:
+            if self._by_address.get(state.address) is state:
+                del self._by_address[state.address]
+            state.addr = a.addr
+            state.port = a.port
+            self._by_address[state.address] = state
         if state.state != NodeStateType.ALIVE:
             state.state = NodeStateType.ALIVE
             state.state_change = now
@@ -685,6 +691,8 @@ class Memberlist:
             expired = node.dead_or_left() and now - node.state_change > self.config.gossip_to_the_dead_time
             if expired and node.name != self.config.name:
                 del self._node_map[node.name]
+                if self._by_address.get(node.address) is node:
+                    del self._by_address[node.address]
                 continue
             keep.append(node)
         self._nodes = keep
@@ -784,10 +792,7 @@ class Memberlist:
         self._outputs.append(SendPacket(addr, data))
 
     def _node_by_address(self, addr: Address) -> NodeState | None:
-        for node in self._nodes:
-            if node.address == addr:
-                return node
-        return None
+        return self._by_address.get(addr)
 
     def send_user_message(self, node: str, payload: bytes) -> None:
         """Send ``payload`` to one node's delegate over the packet path (memberlist SendBestEffort)."""

@@ -202,3 +202,24 @@ def test_retransmit_limit_and_push_pull_scale_follow_memberlist() -> None:
     # 40 nodes: push/pull stretched by ceil(log2(40) - 5) + 1 = 2
     assert member._push_pull_interval() == pytest.approx(member.config.push_pull_interval * 2)
     assert math.ceil(math.log2(40) - 5) + 1 == 2
+
+
+def test_dead_node_name_is_reclaimed_by_a_new_address_only_after_the_reclaim_time() -> None:
+    cfg = default_lan_config("me", dead_node_reclaim_time=10.0)
+    me = Memberlist(cfg, addr="127.0.0.1", port=7946, now=0, rng=random.Random(1))
+
+    def alive(addr: bytes, inc: int, now: float) -> None:
+        msg = wire.Alive(incarnation=inc, node="other", addr=addr, port=7946, vsn=bytes([1, 5, 2, 0, 0, 0]))
+        me.receive_packet(wire.encode_packet(wire.encode_message(msg)), ("127.0.0.9", 7946), now)
+
+    alive(b"\x7f\x00\x00\x02", 1, 1.0)
+    me.receive_packet(
+        wire.encode_packet(wire.encode_message(wire.Dead(incarnation=1, node="other", from_="me"))),
+        ("127.0.0.9", 7946),
+        2.0,
+    )
+    assert me.node("other").state == S.DEAD
+    alive(b"\x7f\x00\x00\x03", 2, 5.0)  # a new address too soon: a conflict, ignored
+    assert me.node("other").addr == b"\x7f\x00\x00\x02" and me.stats.messages.get("conflict") == 1
+    alive(b"\x7f\x00\x00\x03", 2, 20.0)  # after the reclaim time: the name moves
+    assert me.node("other").addr == b"\x7f\x00\x00\x03" and me.node("other").state == S.ALIVE

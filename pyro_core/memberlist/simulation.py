@@ -15,6 +15,7 @@ from pyro_core.memberlist import wire
 from pyro_core.memberlist.config import Config, default_lan_config
 from pyro_core.memberlist.state import (
     Address,
+    Delegate,
     MemberEvent,
     Memberlist,
     NodeStateType,
@@ -52,11 +53,14 @@ class Simulation:
         seed: int = 0,
         faults: Faults | None = None,
         config_factory: Callable[[str], Config] | None = None,
+        delegate_factory: Callable[[str], Delegate] | None = None,
     ) -> None:
         self.rng = random.Random(seed)
         self.faults = faults or Faults()
         self.now = 0.0
         self.config_factory = config_factory or (lambda name: default_lan_config(name))
+        self.delegate_factory = delegate_factory
+        self.delegates: dict[str, Delegate] = {}
         self.members: dict[str, SimMember] = {}
         self.by_address: dict[Address, SimMember] = {}
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
@@ -68,6 +72,9 @@ class Simulation:
     # -- building ------------------------------------------------------------------------------------
     def add_member(self, name: str, join: Iterable[str] = (), config: Config | None = None) -> SimMember:
         index = len(self.members) + 1
+        delegate = self.delegate_factory(name) if self.delegate_factory is not None else None
+        if delegate is not None:
+            self.delegates[name] = delegate
         address = (f"127.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}", 7946)
         member = Memberlist(
             config or self.config_factory(name),
@@ -75,6 +82,7 @@ class Simulation:
             port=address[1],
             now=self.now,
             rng=random.Random(self.rng.getrandbits(64)),
+            delegate=delegate,
         )
         sim = SimMember(name, address, member)
         self.members[name] = sim
@@ -84,6 +92,10 @@ class Simulation:
             member.join(targets)
         self._after(sim)
         return sim
+
+    def touch(self, name: str) -> None:
+        """Something outside the loop (e.g. a KV change) touched a member: ship its outputs now."""
+        self._after(self.members[name])
 
     def kill(self, name: str) -> None:
         """The member stops dead: no more timers, packets to it vanish (kill -9)."""

@@ -133,7 +133,9 @@ def test_a_false_suspicion_about_myself_is_refuted_with_a_higher_incarnation() -
     other = Memberlist(default_lan_config("other"), addr="127.0.0.2", port=7946, now=0, rng=random.Random(2))
     me.merge_remote_state(wire.decode_push_pull(other.push_pull_request(True)).states, b"", True, 0.1)
     before = me.local_node.incarnation
-    packet = wire.encode_packet(wire.encode_message(wire.Suspect(incarnation=before, node="me", from_="other")))
+    packet = wire.encode_packet(
+        wire.encode_message(wire.Suspect(incarnation=before, node="me", from_="other"))
+    )
     me.receive_packet(packet, ("127.0.0.2", 7946), 1.0)
     assert me.local_node.state == S.ALIVE and me.local_node.incarnation == before + 1
     assert me.stats.refutes == 1
@@ -167,7 +169,9 @@ def test_hostile_packets_are_counted_and_change_nothing() -> None:
     target = sim.members["n2"].member
     before = [(n.name, n.state, n.incarnation) for n in target.all_nodes()]
     rng = random.Random(4)
-    valid = wire.encode_packet(wire.encode_message(wire.Alive(incarnation=9, node="x", addr=b"\x7f\0\0\x09", port=1)))
+    valid = wire.encode_packet(
+        wire.encode_message(wire.Alive(incarnation=9, node="x", addr=b"\x7f\0\0\x09", port=1))
+    )
     junk = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))) for _ in range(300)]
     junk += [valid[:i] for i in range(len(valid))] + [b"\x07\xff" + b"\x00" * 3, b"\xf4\x05abc", b"\x0c" * 9]
     bad_before = target.stats.bad_packets
@@ -180,7 +184,13 @@ def test_hostile_packets_are_counted_and_change_nothing() -> None:
 def test_incompatible_protocol_versions_are_refused_on_push_pull() -> None:
     me = Memberlist(default_lan_config("me"), addr="127.0.0.1", port=7946, now=0, rng=random.Random(1))
     alien = wire.PushNodeState(
-        name="alien", addr=b"\x7f\0\0\x05", port=1, meta=b"", incarnation=1, state=0, vsn=bytes([6, 7, 6, 0, 0, 0])
+        name="alien",
+        addr=b"\x7f\0\0\x05",
+        port=1,
+        meta=b"",
+        incarnation=1,
+        state=0,
+        vsn=bytes([6, 7, 6, 0, 0, 0]),
     )
     with pytest.raises(ValueError, match="incompatible"):
         me.merge_remote_state([alien], b"", False, 1.0)
@@ -223,3 +233,63 @@ def test_dead_node_name_is_reclaimed_by_a_new_address_only_after_the_reclaim_tim
     assert me.node("other").addr == b"\x7f\x00\x00\x02" and me.stats.messages.get("conflict") == 1
     alive(b"\x7f\x00\x00\x03", 2, 20.0)  # after the reclaim time: the name moves
     assert me.node("other").addr == b"\x7f\x00\x00\x03" and me.node("other").state == S.ALIVE
+
+
+def test_hundred_members_converge_on_a_ring_change_and_detect_a_crash() -> None:
+    from pyro_core.kv.store import RING_DESC_CODEC, KVStore
+    from pyro_core.ring.model import InstanceDesc, RingDesc
+
+    epoch = 1_700_000_000.0
+    holder: dict[str, Simulation] = {}
+    stores: dict[str, KVStore[RingDesc]] = {}
+
+    def make_store(name: str) -> KVStore[RingDesc]:
+        store: KVStore[RingDesc] = KVStore(
+            [RING_DESC_CODEC],
+            retransmit_mult=4,
+            num_members=lambda: max(1, len(holder["sim"].members)),
+            clock=lambda: epoch + holder["sim"].now,
+        )
+        stores[name] = store
+        return store
+
+    sim = Simulation(seed=21, faults=Faults(loss=0.02), delegate_factory=make_store)
+    holder["sim"] = sim
+    sim.add_member("n0")
+    for i in range(1, 100):
+        sim.add_member(f"n{i}", join=[f"n{sim.rng.randrange(i)}"])
+    converge(sim, 60)
+    assert sim.all_see_alive()
+
+    def add_instance(desc: RingDesc | None) -> tuple[RingDesc, bool]:
+        desc = desc or RingDesc()
+        desc.instances["ingester-x"] = InstanceDesc(
+            id="ingester-x", tokens=[1, 2, 3], timestamp=int(epoch + sim.now)
+        )
+        return desc, True
+
+    changed_at = sim.now
+    assert stores["n17"].cas("collectors/ring", add_instance, epoch + sim.now).ok
+    sim.touch("n17")
+    sim.run_while(
+        lambda: (
+            not all(
+                (d := s.get("collectors/ring")) is not None and "ingester-x" in d for s in stores.values()
+            )
+        ),
+        sim.now + 30,
+    )
+    assert all("ingester-x" in (s.get("collectors/ring") or RingDesc()) for s in stores.values())
+    assert sim.now - changed_at < 5  # gossip, not a 30 s push/pull, carried it
+
+    killed_at = sim.now
+    sim.kill("n42")
+    cfg = default_lan_config("x")
+    max_timeout = cfg.suspicion_max_timeout_mult * suspicion_timeout(
+        cfg.suspicion_mult, 100, cfg.probe_interval
+    )
+    sim.run_while(
+        lambda: sim.fraction_seeing("n42", [S.DEAD]) < 1.0,
+        killed_at + 3 * cfg.probe_interval + max_timeout + 5,
+    )
+    assert sim.fraction_seeing("n42", [S.DEAD]) == 1.0

@@ -83,3 +83,38 @@ def test_ip_entries_pass_through_and_duplicates_are_dropped() -> None:
 def test_nothing_resolving_is_a_clear_error() -> None:
     with pytest.raises(DiscoveryError, match="none of the join addresses resolved"):
         resolve(["dnssrv+_missing._tcp.pyro.test", "dns+nowhere.pyro.test:7946"])
+
+
+def test_a_member_joins_a_cluster_found_through_dns_srv() -> None:
+    from pyro_core.memberlist.config import default_local_config
+    from pyro_core.net.node import MemberlistNode
+    from pyro_core.net.udp import NetTransport
+
+    async def main() -> int:
+        async with trio.open_nursery() as nursery:
+            seeds = [
+                MemberlistNode(default_local_config(f"seed-{i}"), NetTransport("127.0.0.1", 0))
+                for i in range(2)
+            ]
+            for s in seeds:
+                await nursery.start(s.run)
+            await seeds[1].join([seeds[0].address])
+            ZONE[("_gossip._tcp.cluster.test.", "SRV")] = [
+                f"0 0 {s.address[1]} seeds.cluster.test." for s in seeds
+            ]
+            ZONE[("seeds.cluster.test.", "A")] = ["127.0.0.1"]
+            port = await nursery.start(dns_server)
+            newcomer = MemberlistNode(default_local_config("newcomer"), NetTransport("127.0.0.1", 0))
+            await nursery.start(newcomer.run)
+            addresses = await Resolver(["127.0.0.1"], port=port, timeout=2).resolve(
+                ["dnssrv+_gossip._tcp.cluster.test"]
+            )
+            joined = await newcomer.join(addresses)
+            with trio.move_on_after(10):
+                while newcomer.core is None or newcomer.core.num_members() != 3:
+                    await trio.sleep(0.05)
+            assert newcomer.core is not None and newcomer.core.num_members() == 3
+            nursery.cancel_scope.cancel()
+        return joined
+
+    assert trio.run(main) == 2

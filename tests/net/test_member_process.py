@@ -40,3 +40,37 @@ def test_member_fails_clearly_when_no_join_address_answers() -> None:
     assert proc.proc.wait(30) == 1
     proc._reader.join(2)
     assert "could not join any of" in proc.output()
+
+
+def test_member_processes_gossip_over_mutual_tls(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    tls = [
+        "-memberlist.tls-enabled",
+        f"-memberlist.tls-cert-path={tmp_path / 'cert.pem'}",
+        f"-memberlist.tls-key-path={tmp_path / 'key.pem'}",
+        f"-memberlist.tls-ca-path={tmp_path / 'ca.pem'}",
+        "-memberlist.tls-server-name=localhost",
+    ]
+    ports = [free_port() for _ in range(3)]
+    seed = MemberProcess("t0", ports[0], [], tls)
+    assert seed.wait_for(lambda p: "up at" in p.output(), 20), seed.output()
+    procs = [seed] + [MemberProcess(f"t{i}", ports[i], [ports[0]], tls) for i in (1, 2)]
+    plain = None
+    try:
+        for p in procs:
+            assert p.wait_for(lambda p: p.alive() == {"t0", "t1", "t2"}, 30), p.output()
+        plain = MemberProcess("intruder", free_port(), [ports[0]], ["-memberlist.stream-timeout=1s"])
+        assert plain.proc.wait(30) == 1  # no TLS: cannot join, and says so
+        assert "could not join" in plain.output()
+        assert "intruder" not in procs[0].states()
+    finally:
+        for p in procs:
+            p.terminate()
+        if plain is not None:
+            plain.terminate()

@@ -9,7 +9,6 @@ import contextlib
 import itertools
 import os
 import random
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from gobuild import build_go_program
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -368,29 +368,7 @@ GO_PEER_DIR = Path(__file__).resolve().parents[1] / "interop" / "lzw"
 @pytest.fixture(scope="session")
 def go_lzw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build tests/interop/lzw (standard library only, GOPATH mode, no network)."""
-    go = shutil.which("go")
-    if go is None:
-        pytest.fail("the Go toolchain is missing: apt-get install golang-go")
-    work = tmp_path_factory.mktemp("go-lzw")
-    binary = work / "lzw"
-    env = {
-        **os.environ,
-        "GO111MODULE": "off",
-        "GOPROXY": "off",
-        "GOFLAGS": "",
-        "GOCACHE": str(work / "cache"),
-    }
-    result = subprocess.run(
-        [go, "build", "-o", str(binary), "."],
-        cwd=GO_PEER_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"building the Go LZW peer failed:\n{result.stderr}")
-    return binary
+    return build_go_program(tmp_path_factory, "lzw", "golang-go")
 
 
 def run_go(binary: Path, mode: str, inputs: list[bytes]) -> list[tuple[bool, bytes]]:

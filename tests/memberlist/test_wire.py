@@ -15,7 +15,6 @@ import itertools
 import json
 import os
 import random
-import shutil
 import struct
 import subprocess
 import zlib
@@ -24,6 +23,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from gobuild import build_go_program
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -890,18 +890,7 @@ GO_PATH = "/usr/share/gocode"
 @pytest.fixture(scope="session")
 def go_peer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build tests/interop/memberlist_wire against Debian's Go packages (GOPATH mode, no network)."""
-    go = shutil.which("go")
-    if go is None:
-        pytest.fail(f"the Go toolchain is missing: apt-get install {GO_APT_PACKAGES}")
-    work = tmp_path_factory.mktemp("go-memberlist-wire")
-    binary = work / "memberlist_wire"
-    env = {**os.environ, "GO111MODULE": "off", "GOPATH": GO_PATH, "GOPROXY": "off", "GOFLAGS": "",
-           "GOCACHE": str(work / "cache")}  # fmt: skip
-    result = subprocess.run([go, "build", "-o", str(binary), "."], cwd=GO_PEER_DIR, env=env,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
-    if result.returncode != 0:
-        pytest.fail(f"building the Go peer failed (needs apt packages {GO_APT_PACKAGES}):\n{result.stderr}")
-    return binary
+    return build_go_program(tmp_path_factory, "memberlist_wire", GO_APT_PACKAGES)
 
 
 def run_go(binary: Path, mode: str, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:

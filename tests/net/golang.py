@@ -11,7 +11,6 @@ subprocess and follows its JSON lines (see tests/interop/mlnode/README.md for th
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gobuild import build_go_program
 
 MLNODE_DIR = Path(__file__).resolve().parents[1] / "interop" / "mlnode"
 GO_APT_PACKAGES = "golang-go golang-github-hashicorp-memberlist-dev"
@@ -47,15 +47,7 @@ def build_mlnode(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.fail(f"the Go toolchain is missing (needed for the Go memberlist node): {install}")
     if not (MEMBERLIST_SRC / "memberlist.go").exists():
         pytest.fail(f"hashicorp/memberlist sources are missing under {MEMBERLIST_SRC}: {install}")
-    work = tmp_path_factory.mktemp("go-mlnode")
-    binary = work / "mlnode"
-    env = {**os.environ, "GO111MODULE": "off", "GOPATH": GO_PATH, "GOPROXY": "off", "GOFLAGS": "",
-           "GOCACHE": str(work / "cache")}  # fmt: skip
-    result = subprocess.run([go, "build", "-o", str(binary), "main.go"], cwd=MLNODE_DIR, env=env,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
-    if result.returncode != 0:
-        pytest.fail(f"building tests/interop/mlnode failed (needs apt packages {GO_APT_PACKAGES}):\n"
-                    f"{result.stderr}")  # fmt: skip
+    binary = build_go_program(tmp_path_factory, "mlnode", GO_APT_PACKAGES, "main.go")
     _built[id(tmp_path_factory)] = binary
     return binary
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import cramjam
 import numpy as np
 import pytest
+from gobuild import build_go_program
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -527,30 +526,7 @@ GO_PATH = "/usr/share/gocode"
 @pytest.fixture(scope="session")
 def go_peer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build tests/interop/ringdesc with Debian's Go packages (GOPATH mode, no network)."""
-    go = shutil.which("go")
-    if go is None:
-        pytest.fail(f"the Go toolchain is missing: apt-get install {GO_APT_PACKAGES}")
-    work = tmp_path_factory.mktemp("go-ringdesc")
-    binary = work / "ringdesc"
-    env = {
-        **os.environ,
-        "GO111MODULE": "off",
-        "GOPATH": GO_PATH,
-        "GOPROXY": "off",
-        "GOFLAGS": "",
-        "GOCACHE": str(work / "cache"),
-    }
-    result = subprocess.run(
-        [go, "build", "-o", str(binary), "."],
-        cwd=GO_PEER_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"building the Go peer failed (needs apt packages {GO_APT_PACKAGES}):\n{result.stderr}")
-    return binary
+    return build_go_program(tmp_path_factory, "ringdesc", GO_APT_PACKAGES)
 
 
 def run_go(binary: Path, mode: str, stdin: bytes) -> bytes:

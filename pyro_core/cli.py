@@ -187,7 +187,11 @@ async def _join(member: ClusterMember, settings: MemberlistSettings) -> bool:
     if not settings.join:
         return True
     try:
-        addresses = await Resolver().resolve(settings.join)
+        if settings.dns_server is not None:
+            resolver = Resolver([settings.dns_server[0]], port=settings.dns_server[1])
+        else:
+            resolver = Resolver()
+        addresses = await resolver.resolve(settings.join)
         joined = await member.node.join(addresses)
         log.info("joined the cluster through %d of %d addresses", joined, len(addresses))
     except (DiscoveryError, JoinError) as exc:

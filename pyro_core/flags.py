@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pyro_core.memberlist.config import Config, ConfigError, dskit_config
 from pyro_core.net.dskit_tcp import DskitTCPTransport, TLSConfig
-from pyro_core.net.transport import Transport
+from pyro_core.net.transport import Transport, parse_address
 from pyro_core.net.udp import NetTransport
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -97,6 +97,13 @@ def add_memberlist_flags(parser: argparse.ArgumentParser) -> None:
     )
     add_flag(
         parser,
+        "memberlist.dns-server",
+        default="",
+        metavar="IP:PORT",
+        help="DNS server for dns+/dnssrv+ join addresses (a pyro-core flag; default: the system's)",
+    )
+    add_flag(
+        parser,
         "memberlist.bind-addr",
         action="append",
         default=[],
@@ -172,6 +179,7 @@ class MemberlistSettings:
     config: Config
     transport: Transport
     join: list[str]
+    dns_server: tuple[str, int] | None
     abort_if_join_fails: bool
     rejoin_interval: float
     leave_timeout: float
@@ -234,6 +242,7 @@ def memberlist_settings(args: argparse.Namespace, default_name: str) -> Memberli
         config=config,
         transport=transport,
         join=list(args.memberlist_join),
+        dns_server=parse_address(args.memberlist_dns_server, 53) if args.memberlist_dns_server else None,
         abort_if_join_fails=bool(args.memberlist_abort_if_join_fails),
         rejoin_interval=args.memberlist_rejoin_interval,
         leave_timeout=args.memberlist_leave_timeout,

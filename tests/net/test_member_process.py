@@ -74,3 +74,49 @@ def test_member_processes_gossip_over_mutual_tls(tmp_path) -> None:  # type: ign
             p.terminate()
         if plain is not None:
             plain.terminate()
+
+
+def test_member_process_joins_through_a_dns_srv_record(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    import trio
+
+    from .test_discovery import ZONE, dns_server
+
+    ports = [free_port() for _ in range(2)]
+    ZONE[("_memberlist._tcp.proc.test.", "SRV")] = [f"0 0 {p} seeds.proc.test." for p in ports]
+    ZONE[("seeds.proc.test.", "A")] = ["127.0.0.1"]
+    started: list[int] = []
+    stop = threading.Event()
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            started.append(await nursery.start(dns_server))
+            while not stop.is_set():
+                await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+
+    thread = threading.Thread(target=trio.run, args=(serve,), daemon=True)
+    thread.start()
+    while not started:
+        threading.Event().wait(0.01)
+    seeds = [MemberProcess(f"s{i}", ports[i], [ports[0]] if i else []) for i in range(2)]
+    newcomer = None
+    try:
+        for s in seeds:
+            assert s.wait_for(lambda p: "up at" in p.output(), 20), s.output()
+        newcomer = MemberProcess(
+            "dns-joiner",
+            free_port(),
+            [],
+            ["-memberlist.join=dnssrv+_memberlist._tcp.proc.test", f"-memberlist.dns-server=127.0.0.1:{started[0]}"],
+        )
+        names = {"s0", "s1", "dns-joiner"}
+        assert newcomer.wait_for(lambda p: p.alive() == names, 30), newcomer.output()
+        assert "joined the cluster through 2 of 2 addresses" in newcomer.output()
+    finally:
+        for p in [*seeds, newcomer]:
+            if p is not None:
+                p.terminate()
+        stop.set()
+        thread.join(5)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gobuild import build_go_program
 
 MLNODE_DIR = Path(__file__).resolve().parents[1] / "interop" / "mlnode"
 GO_APT_PACKAGES = "golang-go golang-github-hashicorp-memberlist-dev"
@@ -47,6 +46,8 @@ def build_mlnode(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.fail(f"the Go toolchain is missing (needed for the Go memberlist node): {install}")
     if not (MEMBERLIST_SRC / "memberlist.go").exists():
         pytest.fail(f"hashicorp/memberlist sources are missing under {MEMBERLIST_SRC}: {install}")
+    from gobuild import build_go_program  # tests/ is on sys.path under pytest (bench imports free_port only)
+
     binary = build_go_program(tmp_path_factory, "mlnode", GO_APT_PACKAGES, "main.go")
     _built[id(tmp_path_factory)] = binary
     return binary

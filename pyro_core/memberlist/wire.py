@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Any, ClassVar, TypeAlias, cast
@@ -403,30 +404,112 @@ def _go_bytes(value: str) -> bytes:
     return value.encode("utf-8", "surrogateescape")
 
 
-def _to_wire(cls: type, field: _Field, value: object) -> object:
-    kind = field.kind
+def _encoder(cls: type, field: _Field) -> Callable[[object], object]:
+    """The encoding check of one field, with its error text prepared once (encoding is hot)."""
     where = f"{cls.__name__}.{field.attr}"
+    kind = field.kind
     if kind is _Kind.STR:
-        if not isinstance(value, str):
-            raise WireError(f"{where} must be str, not {type(value).__name__}")
-        try:
-            return _go_bytes(value)
-        except UnicodeEncodeError as exc:
-            raise WireError(f"{where} is not encodable as bytes: {exc}") from None
-    if kind is _Kind.BYTES:
-        if not isinstance(value, bytes | bytearray | memoryview):
-            raise WireError(f"{where} must be bytes, not {type(value).__name__}")
-        return bytes(value)
-    if kind is _Kind.BOOL:
-        if not isinstance(value, bool):
+
+        def conv(value: object) -> object:
+            if not isinstance(value, str):
+                raise WireError(f"{where} must be str, not {type(value).__name__}")
+            try:
+                return _go_bytes(value)
+            except UnicodeEncodeError as exc:
+                raise WireError(f"{where} is not encodable as bytes: {exc}") from None
+
+    elif kind is _Kind.BYTES:
+
+        def conv(value: object) -> object:
+            if type(value) is bytes:
+                return value
+            if not isinstance(value, bytes | bytearray | memoryview):
+                raise WireError(f"{where} must be bytes, not {type(value).__name__}")
+            return bytes(value)
+
+    elif kind is _Kind.BOOL:
+
+        def conv(value: object) -> object:
+            if value is True or value is False:
+                return value
             raise WireError(f"{where} must be bool, not {type(value).__name__}")
-        return value
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise WireError(f"{where} must be int, not {type(value).__name__}")
-    lo, hi = _INT_RANGE[kind]
-    if not lo <= value < hi:
-        raise WireError(f"{where}={value} does not fit a Go {kind.value}")
-    return value
+
+    else:
+        lo, hi = _INT_RANGE[kind]
+        go_type = kind.value
+
+        def conv(value: object) -> object:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise WireError(f"{where} must be int, not {type(value).__name__}")
+            if not lo <= value < hi:
+                raise WireError(f"{where}={value} does not fit a Go {go_type}")
+            return value
+
+    return conv
+
+
+def _decoder(cls: type, field: _Field) -> Callable[[object], object]:
+    """A converter for one field, with its checks and error text prepared once (decoding is hot)."""
+    where = f"{cls.__name__}.{field.go.decode()}"
+    kind = field.kind
+    if kind is _Kind.STR:
+
+        def conv(value: object) -> object:
+            if type(value) is bytes:
+                return value.decode("utf-8", "surrogateescape")
+            if value is None:
+                return ""
+            raise WireError(f"{where}: expected a string, got {type(value).__name__}")
+
+    elif kind is _Kind.BYTES:
+
+        def conv(value: object) -> object:
+            if type(value) is bytes:
+                return value
+            if value is None:
+                return b""
+            raise WireError(f"{where}: expected bytes, got {type(value).__name__}")
+
+    elif kind is _Kind.BOOL:
+
+        def conv(value: object) -> object:
+            if value is True or value is False:
+                return value
+            if value is None:
+                return False
+            if type(value) is int and value in (0, 1):  # go-msgpack reads fixint 0/1 as a bool
+                return bool(value)
+            raise WireError(f"{where}: expected a bool, got {value!r}")
+
+    else:
+        lo, hi = _INT_RANGE[kind]
+        go_type = kind.value
+
+        def conv(value: object) -> object:
+            if type(value) is int:
+                if lo <= value < hi:
+                    return value
+                raise WireError(f"{where}: {value} overflows a Go {go_type}")
+            if value is None:
+                return 0
+            raise WireError(f"{where}: expected an integer, got {type(value).__name__}")
+
+    return conv
+
+
+_ENCODERS: dict[type[_Struct], tuple[tuple[bytes, str, Callable[[object], object], bool, bool], ...]] = {
+    cls: tuple((f.go, f.attr, _encoder(cls, f), f.omitempty, f.kind is _Kind.BYTES) for f in fields)
+    for cls, fields in _SORTED.items()
+}
+_DECODERS: dict[type[_Struct], dict[bytes, tuple[str, Callable[[object], object]]]] = {
+    cls: {f.go: (f.attr, _decoder(cls, f)) for f in fields} for cls, fields in _SCHEMAS.items()
+}
+_DECODERS_IN_ORDER: dict[type[_Struct], tuple[tuple[str, Callable[[object], object]], ...]] = {
+    cls: tuple((f.attr, _decoder(cls, f)) for f in fields) for cls, fields in _SCHEMAS.items()
+}
+_DEFAULTS: dict[type[_Struct], dict[str, object]] = {
+    cls: {f.attr: _ZERO[f.kind] for f in fields} for cls, fields in _SCHEMAS.items()
+}
 
 
 def encode_body(msg: _Struct) -> bytes:
@@ -436,17 +519,17 @@ def encode_body(msg: _Struct) -> bytes:
     as nil, or left out where the Go field is ``omitempty`` (as are zero ports and empty strings).
     """
     cls = type(msg)
-    fields = _SORTED.get(cls)
-    if fields is None:
+    encoders = _ENCODERS.get(cls)
+    if encoders is None:
         raise TypeError(f"not a memberlist struct: {cls.__name__}")
     out: dict[bytes, object] = {}
-    for field in fields:
-        value = _to_wire(cls, field, getattr(msg, field.attr))
-        if field.omitempty and not value:
+    for go, attr, conv, omitempty, is_bytes in encoders:
+        value = conv(getattr(msg, attr))
+        if omitempty and not value:
             continue
-        if field.kind is _Kind.BYTES and not value:
+        if is_bytes and not value:
             value = None  # Go writes a nil slice as msgpack nil
-        out[field.go] = value
+        out[go] = value
     packed: bytes = msgpack.packb(out, use_bin_type=False)
     return packed
 
@@ -461,47 +544,19 @@ def encode_message(msg: _Typed) -> bytes:
     return bytes([msg_type]) + encode_body(msg)
 
 
-def _from_wire(cls: type, field: _Field, value: object) -> object:
-    kind = field.kind
-    where = f"{cls.__name__}.{field.go.decode()}"
-    if value is None:  # go-msgpack decodes nil into the zero value of any field
-        return _ZERO[kind]
-    if kind is _Kind.STR:
-        if not isinstance(value, bytes):
-            raise WireError(f"{where}: expected a string, got {type(value).__name__}")
-        return _go_string(value)
-    if kind is _Kind.BYTES:
-        if not isinstance(value, bytes):
-            raise WireError(f"{where}: expected bytes, got {type(value).__name__}")
-        return value
-    if kind is _Kind.BOOL:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):  # go-msgpack reads fixint 0/1 as a bool
-            return bool(value)
-        raise WireError(f"{where}: expected a bool, got {value!r}")
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise WireError(f"{where}: expected an integer, got {type(value).__name__}")
-    lo, hi = _INT_RANGE[kind]
-    if not lo <= value < hi:
-        raise WireError(f"{where}: {value} overflows a Go {kind.value}")
-    return value
-
-
 def _struct_from_object(cls: type[_Struct], obj: object) -> Any:
-    schema = _SCHEMAS[cls]
-    values: dict[str, object] = {f.attr: _ZERO[f.kind] for f in schema}
+    values = dict(_DEFAULTS[cls])
     if isinstance(obj, dict):
-        by_name = _BY_NAME[cls]
+        decoders = _DECODERS[cls]
         for key, value in obj.items():
-            if not isinstance(key, bytes):
+            entry = decoders.get(key)
+            if entry is not None:  # unknown keys are skipped, as go-msgpack does
+                values[entry[0]] = entry[1](value)
+            elif not isinstance(key, bytes):
                 raise WireError(f"{cls.__name__}: map key {key!r} is not a string")
-            field = by_name.get(key)
-            if field is not None:  # unknown keys are skipped, as go-msgpack does
-                values[field.attr] = _from_wire(cls, field, value)
     elif isinstance(obj, tuple):  # go-msgpack also reads the array form, in source order
-        for field, value in zip(schema, obj, strict=False):
-            values[field.attr] = _from_wire(cls, field, value)
+        for (attr, conv), value in zip(_DECODERS_IN_ORDER[cls], obj, strict=False):
+            values[attr] = conv(value)
     elif obj is not None:
         raise WireError(f"{cls.__name__}: expected a msgpack map, got {type(obj).__name__}")
     factory: Any = cls
@@ -573,10 +628,17 @@ def _unpack(raw: bytes | bytearray) -> object:
 
 def decode_body(cls: type[_Struct], data: bytes, offset: int = 0) -> tuple[Any, int]:
     """Decode one ``cls`` struct from ``data[offset:]``; return it and the offset just past it."""
-    end = _msgpack_end(data, offset)
-    if end is None:
-        raise WireError(f"truncated {cls.__name__}: msgpack object incomplete")
-    return _struct_from_object(cls, _unpack(data[offset:end])), end
+    unpacker = msgpack.Unpacker(raw=True, use_list=False, strict_map_key=False)
+    unpacker.feed(memoryview(data)[offset:])
+    try:
+        obj = unpacker.unpack()
+    except msgpack.OutOfData:
+        raise WireError(f"truncated {cls.__name__}: msgpack object incomplete") from None
+    except msgpack.FormatError as exc:
+        raise WireError(f"invalid msgpack in {cls.__name__}: {exc}") from None
+    except Exception as exc:  # untrusted input: msgpack raises a zoo of ValueError/TypeError kinds
+        raise WireError(f"malformed msgpack: {exc}") from None
+    return _struct_from_object(cls, obj), offset + unpacker.tell()
 
 
 def _message_type(byte: int) -> MessageType:

@@ -74,3 +74,23 @@ def ring_descs(draw: st.DrawFn, max_instances: int = 12, token_space: int = 2**3
             )
         )
     return RingDesc.from_instances(instances)
+
+
+def big_ring(n: int = 600, tokens: int = 128, seed: int = 3) -> RingDesc:
+    """A production-sized ring: n ACTIVE instances over 3 zones with distinct random tokens."""
+    rng = np.random.default_rng(seed)
+    all_tokens = rng.choice(2**32, size=n * tokens, replace=False).astype(np.uint32)
+    return RingDesc(
+        {
+            f"ingester-{i:03d}": InstanceDesc(
+                id=f"ingester-{i:03d}",
+                addr=f"10.0.{i // 250}.{i % 250}:9095",
+                timestamp=1_700_000_000 + i,
+                state=InstanceState.ACTIVE,
+                tokens=all_tokens[i * tokens : (i + 1) * tokens],
+                zone=f"zone-{i % 3}",
+                registered_timestamp=1_690_000_000,
+            )
+            for i in range(n)
+        }
+    )

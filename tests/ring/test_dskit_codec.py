@@ -38,6 +38,8 @@ from pyro_core.ring.dskit_codec import (
 from pyro_core.ring.errors import CodecError
 from pyro_core.ring.model import InstanceDesc, InstanceState, RingDesc
 
+from .helpers import big_ring
+
 INT64 = st.integers(-(2**63), 2**63 - 1)
 UINT64 = st.integers(0, 2**64 - 1)
 IDS = st.text(max_size=12)
@@ -282,24 +284,6 @@ def ring_descs(
 ) -> RingDesc:
     keys = draw(st.lists(ids, max_size=max_instances, unique=True))
     return RingDesc({i: draw(instance_descs(i, max_versions)) for i in keys})
-
-
-def big_ring(n: int = 600, tokens: int = 128, seed: int = 3) -> RingDesc:
-    rng = np.random.default_rng(seed)
-    all_tokens = rng.choice(2**32, size=n * tokens, replace=False).astype(np.uint32)
-    return RingDesc(
-        {
-            f"ingester-{i:03d}": InstanceDesc(
-                id=f"ingester-{i:03d}",
-                addr=f"10.0.{i // 250}.{i % 250}:9095",
-                timestamp=1_700_000_000 + i,
-                tokens=all_tokens[i * tokens : (i + 1) * tokens],
-                zone=f"zone-{i % 3}",
-                registered_timestamp=1_690_000_000,
-            )
-            for i in range(n)
-        }
-    )
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])

@@ -236,8 +236,19 @@ async def _run_member(settings: MemberlistSettings, registration: RingRegistrati
                 log.info("registering %s in ring %s", registration.instance_id, registration.ring_key)
             async for signum in signals:
                 log.info("got %s: leaving the cluster", signal.Signals(signum).name)
-                done = await member.shutdown(settings.leave_timeout)
-                log.info("left the cluster%s", "" if done else " (timed out waiting for the broadcasts)")
+                done = False
+                async with trio.open_nursery() as leaving:
+
+                    async def on_second_signal() -> None:
+                        async for again in signals:
+                            log.warning("got %s again: exiting now", signal.Signals(again).name)
+                            leaving.cancel_scope.cancel()
+                            return
+
+                    leaving.start_soon(on_second_signal)
+                    done = await member.shutdown(settings.leave_timeout)
+                    leaving.cancel_scope.cancel()
+                log.info("left the cluster%s", "" if done else " (not waiting for every broadcast)")
                 nursery.cancel_scope.cancel()
                 break
     return 0

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -24,7 +25,9 @@ from pyro_core.memberlist.security import Keyring
 from pyro_core.memberlist.suspicion import Suspicion, suspicion_timeout
 
 Address = tuple[str, int]  # (ip or host, port)
+log = logging.getLogger("pyro_core.memberlist")
 
+MAX_RELAYS = 1024  # indirect pings relayed at once; more are dropped (they would amplify a flood)
 COMPOUND_HEADER_OVERHEAD = 2  # compound type byte + part count
 COMPOUND_OVERHEAD = 2  # per part: its u16 length
 USER_MSG_OVERHEAD = 1
@@ -302,8 +305,9 @@ class Memberlist:
         if self._probe is not None:
             times.append(self._probe.deadline if self._probe.indirect_started else self._probe.timeout_at)
         times.extend(s.deadline() for s in self._suspicions.values())
-        for relay in self._relays.values():
-            times.append(relay.expires if relay.nack_at is None else min(relay.nack_at, relay.expires))
+        if self._relays:  # they all last probe_timeout: the oldest is due first
+            first = next(iter(self._relays.values()))
+            times.append(first.expires if first.nack_at is None else min(first.nack_at, first.expires))
         return min(times)
 
     def handle_timer(self, now: float) -> None:
@@ -315,11 +319,15 @@ class Memberlist:
             if probe.indirect_started and now >= probe.deadline:
                 self._finish_failed_probe(probe, now)
         for seq, relay in list(self._relays.items()):
+            if relay.nack_at is None and now < relay.expires:
+                break  # the rest are younger
             if relay.nack_at is not None and now >= relay.nack_at:
                 self._send(relay.reply_to, wire.encode_message(wire.Nack(seq_no=relay.requester_seq)))
                 relay.nack_at = None
             if now >= relay.expires:
                 del self._relays[seq]
+            else:
+                break
         for name, suspicion in list(self._suspicions.items()):
             if now >= suspicion.deadline():
                 self._suspicion_expired(name, suspicion, now)
@@ -468,7 +476,11 @@ class Memberlist:
             self.stats.bad_packets += 1
             return
         for msg in messages:
-            self._handle_message(msg, from_addr, now)
+            try:
+                self._handle_message(msg, from_addr, now)
+            except Exception:  # a handler bug must never take the node down: count and drop
+                log.exception("memberlist: a %s message could not be handled", type(msg).__name__)
+                self.stats.bad_packets += 1
 
     def _count(self, kind: str) -> None:
         self.stats.messages[kind] = self.stats.messages.get(kind, 0) + 1
@@ -524,6 +536,9 @@ class Memberlist:
     def _relay_indirect_ping(self, req: wire.IndirectPing, from_addr: Address, now: float) -> None:
         if len(req.target) not in (4, 16):
             return
+        if len(self._relays) >= MAX_RELAYS:  # a flood of indirect pings: drop, do not amplify
+            self._count("relay_dropped")
+            return
         self._seq_no = (self._seq_no + 1) & 0xFFFFFFFF
         local = self.local_node
         ping = wire.Ping(
@@ -545,13 +560,13 @@ class Memberlist:
 
     # -- node-state rules ---------------------------------------------------------------------------
     def _next_incarnation(self) -> int:
-        self._incarnation += 1
+        self._incarnation = (self._incarnation + 1) & 0xFFFFFFFF  # Go's uint32 wraps
         return self._incarnation
 
     def _refute(self, me: NodeState, accused: int) -> None:
         inc = self._next_incarnation()
         if accused >= inc:
-            self._incarnation = inc = accused + 1
+            self._incarnation = inc = (accused + 1) & 0xFFFFFFFF
         me.incarnation = inc
         self.awareness.apply_delta(1)
         self.stats.refutes += 1

@@ -115,8 +115,11 @@ class ClusterMember:
             with trio.move_on_after(wait):
                 await self._lifecycler_wakeup.wait()
             self._lifecycler_wakeup = trio.Event()
-            for done in lc.handle_timer(self.clock()):
-                log.debug("ring operation %s finished: %s", done.operation, done.result)
+            try:
+                for done in lc.handle_timer(self.clock()):
+                    log.debug("ring operation %s finished: %s", done.operation, done.result)
+            except Exception:  # a failed ring operation must not take the member down
+                log.exception("ring lifecycle step failed")
             self.node.wake()
 
     async def _housekeeping(self) -> None:
@@ -132,7 +135,7 @@ class ClusterMember:
         cluster. Returns True when every step finished within ``timeout``."""
         deadline = trio.current_time() + timeout
         lc = self.lifecycler
-        if lc is not None and lc.phase is LifecyclerPhase.RUNNING:
+        if lc is not None and (lc.phase is LifecyclerPhase.RUNNING or lc.busy):  # registered, or registering
             lc.leave(self.clock())
             self._poke()
             with trio.move_on_at(deadline):

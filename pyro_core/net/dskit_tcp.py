@@ -22,6 +22,7 @@ from pyro_core.net.transport import (
 )
 
 MAX_PACKET_BYTES = 10 * 2**20  # a packet connection longer than this is cut (protects memory)
+MAX_CONNECTIONS = 256  # inbound connections handled at once; more are closed at once
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class DskitTCPTransport(Transport):
         self._client_ctx = self.tls.client_context() if self.tls.enabled else None
         self.digest_mismatches = 0
         self.bad_connections = 0
+        self.refused_connections = 0
+        self._connections = trio.CapacityLimiter(MAX_CONNECTIONS)
 
     @property
     def local_address(self) -> Address:
@@ -124,6 +127,21 @@ class DskitTCPTransport(Transport):
         on_stream: StreamHandler,
         server_ctx: ssl.SSLContext | None,
     ) -> None:
+        if self._connections.available_tokens == 0:
+            self.refused_connections += 1
+            await close_quietly(sock_stream)
+            return
+        async with self._connections:
+            await self._handle_connection(sock_stream, peer, on_packet, on_stream, server_ctx)
+
+    async def _handle_connection(
+        self,
+        sock_stream: trio.SocketStream,
+        peer: Address,
+        on_packet: PacketHandler,
+        on_stream: StreamHandler,
+        server_ctx: ssl.SSLContext | None,
+    ) -> None:
         stream: trio.abc.Stream = sock_stream
         try:
             if server_ctx is not None:
@@ -164,6 +182,8 @@ class DskitTCPTransport(Transport):
                 from_addr = peer
             on_packet(packet.payload, from_addr)
         except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
+            self.bad_connections += 1
+        except Exception:  # whatever a handler raises must not reach the accept loop's nursery
             self.bad_connections += 1
         finally:
             await close_quietly(stream)

@@ -46,6 +46,12 @@ def default_advertise_ip() -> str:
     return ip
 
 
+SEND_QUEUE = 1024  # packets waiting for a sender; more are dropped (and counted), never blocking
+SENDERS = 8  # concurrent packet sends (dskit's TCP transport dials one connection per packet)
+MAX_STREAMS_IN = 128  # concurrent inbound streams (memberlist allows 128 push/pulls at once)
+MAX_STREAMS_OUT = 32  # concurrent outbound push/pulls and TCP pings
+
+
 class JoinError(RuntimeError):
     """No address given to ``join`` answered a push/pull."""
 
@@ -72,6 +78,12 @@ class MemberlistNode:
         self._nursery: trio.Nursery | None = None
         self._wakeup = trio.Event()
         self.stream_errors = 0
+        self.dropped_packets = 0  # outbound packets dropped because the send queue was full
+        self.dropped_streams = 0  # streams refused or not opened because too many were in flight
+        self.handler_errors = 0  # exceptions caught at task boundaries (a bug, logged)
+        self._send_in, self._send_out = trio.open_memory_channel[tuple[Address, bytes]](SEND_QUEUE)
+        self._streams_in = trio.CapacityLimiter(MAX_STREAMS_IN)
+        self._streams_out = trio.CapacityLimiter(MAX_STREAMS_OUT)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
@@ -91,6 +103,8 @@ class MemberlistNode:
                 delegate=self.delegate,
                 keyring=self.keyring,
             )
+            for _ in range(SENDERS):
+                nursery.start_soon(self._sender)
             nursery.start_soon(self._drive)
             log.info("memberlist %s listening on %s", self.config.name, format_address((host, port)))
             task_status.started((host, port))
@@ -125,7 +139,16 @@ class MemberlistNode:
         assert self._nursery is not None
         for out in core.take_outputs():
             if isinstance(out, SendPacket):
-                self._nursery.start_soon(self._send_packet, out)
+                try:
+                    self._send_in.send_nowait((out.addr, out.data))
+                except trio.WouldBlock:
+                    self.dropped_packets += 1  # like UDP under load: gossip and probes cope with loss
+            elif self._streams_out.available_tokens == 0:
+                self.dropped_streams += 1
+                if isinstance(out, TcpPing):
+                    core.tcp_ping_result(out.seq_no, False, trio.current_time())
+                else:
+                    core.push_pull_failed(out.addr, out.join)
             elif isinstance(out, OpenPushPull):
                 self._nursery.start_soon(self._push_pull, out.addr, out.join)
             elif isinstance(out, TcpPing):
@@ -133,20 +156,29 @@ class MemberlistNode:
         for event in core.take_events():
             log.debug("member %s: %s (%s)", event.kind, event.node, format_address(event.address))
             if self.on_event is not None:
-                self.on_event(event)
+                try:
+                    self.on_event(event)
+                except Exception:
+                    self.handler_errors += 1
+                    log.exception("an on_event callback failed")
 
     # -- packets ------------------------------------------------------------------------------------
     def _on_packet(self, data: bytes, from_addr: Address) -> None:
         if self.core is None:
             return
-        self.core.receive_packet(data, from_addr, trio.current_time())
+        try:
+            self.core.receive_packet(data, from_addr, trio.current_time())
+        except Exception:  # never let one packet take the transport's receive loop down
+            self.handler_errors += 1
+            log.exception("a packet from %s could not be handled", format_address(from_addr))
         self.wake()
 
-    async def _send_packet(self, out: SendPacket) -> None:
-        try:
-            await self.transport.send_packet(out.addr, out.data)
-        except TransportError as exc:
-            log.debug("packet to %s failed: %s", format_address(out.addr), exc)
+    async def _sender(self) -> None:
+        async for addr, data in self._send_out:
+            try:
+                await self.transport.send_packet(addr, data)
+            except TransportError as exc:
+                log.debug("packet to %s failed: %s", format_address(addr), exc)
 
     # -- streams ------------------------------------------------------------------------------------
     def _decoder(self, *, reply: bool) -> wire.StreamDecoder:
@@ -177,9 +209,14 @@ class MemberlistNode:
 
     async def _on_stream(self, stream: trio.abc.Stream, peer: Address) -> None:
         core = self.core
-        if core is None:
-            await stream.aclose()
+        if core is None or self._streams_in.available_tokens == 0:
+            self.dropped_streams += core is not None
+            await close_quietly(stream)
             return
+        async with self._streams_in:
+            await self._serve_stream(core, stream, peer)
+
+    async def _serve_stream(self, core: Memberlist, stream: trio.abc.Stream, peer: Address) -> None:
         try:
             msg = await self._read_one(stream, self._decoder(reply=False))
             if isinstance(msg, wire.PushPull):
@@ -203,6 +240,9 @@ class MemberlistNode:
         except STREAM_ERRORS as exc:
             self.stream_errors += 1
             log.debug("stream from %s failed: %s", format_address(peer), exc)
+        except Exception:  # a handler bug: log it, keep serving
+            self.handler_errors += 1
+            log.exception("a stream from %s could not be handled", format_address(peer))
         finally:
             await close_quietly(stream)
             self.wake()
@@ -217,6 +257,10 @@ class MemberlistNode:
             await close_quietly(stream)
 
     async def _push_pull(self, addr: Address, join: bool) -> bool:
+        async with self._streams_out:
+            return await self._push_pull_now(addr, join)
+
+    async def _push_pull_now(self, addr: Address, join: bool) -> bool:
         core = self._core()
         try:
             reply = await self._exchange(addr, core.push_pull_request(join))
@@ -235,9 +279,10 @@ class MemberlistNode:
         core = self._core()
         ok = False
         try:
-            with trio.move_on_at(out.deadline):
-                reply = await self._exchange(out.addr, out.data)
-                ok = isinstance(reply, wire.Ack) and reply.seq_no == out.seq_no
+            async with self._streams_out:
+                with trio.move_on_at(out.deadline):
+                    reply = await self._exchange(out.addr, out.data)
+                    ok = isinstance(reply, wire.Ack) and reply.seq_no == out.seq_no
         except STREAM_ERRORS as exc:
             log.debug("tcp ping to %s failed: %s", format_address(out.addr), exc)
         core.tcp_ping_result(out.seq_no, ok, trio.current_time())

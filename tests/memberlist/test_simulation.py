@@ -3,7 +3,6 @@
 # slow member, refutation after a partition heals, graceful leave, determinism, hostile input.
 from __future__ import annotations
 
-import math
 import random
 
 import pytest
@@ -211,7 +210,15 @@ def test_retransmit_limit_and_push_pull_scale_follow_memberlist() -> None:
     converge(sim, 30)
     # 40 nodes: push/pull stretched by ceil(log2(40) - 5) + 1 = 2
     assert member._push_pull_interval() == pytest.approx(member.config.push_pull_interval * 2)
-    assert math.ceil(math.log2(40) - 5) + 1 == 2
+    # each broadcast goes out retransmit_mult × ceil(log10(n + 1)) = 4 × 2 times, then retires
+    from pyro_core.memberlist.queue import retransmit_limit
+
+    assert retransmit_limit(member.config.retransmit_mult, len(member.all_nodes())) == 8
+    member._broadcast("probe-node", b"x" * 10)
+    sent = 0
+    while member.queued_broadcasts():
+        sent += len([m for m in member._get_broadcasts(2, 1400) if m == b"x" * 10])
+    assert sent == 8
 
 
 def test_dead_node_name_is_reclaimed_by_a_new_address_only_after_the_reclaim_time() -> None:

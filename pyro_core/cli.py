@@ -1,10 +1,12 @@
 # The ``pyro-core`` command line.
 # Owns: argument parsing and terminal output. Subcommands: ``demo`` (a ring and shuffle shards on an
 # embedded default), ``member`` (a gossip member with every -memberlist.* flag, optionally
-# registered in the ingester ring) and ``ring-status`` (join, print members and rings, leave).
+# registered in the ingester ring), ``ring-status`` (join, print members and rings, leave) and
+# ``server`` (the single-node HTTP server, pyro_core/server/serve.py).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import signal
@@ -35,6 +37,7 @@ from pyro_core.flags import (
     memberlist_settings,
     parse_bool,
     parse_duration,
+    parse_port,
     parse_positive_int,
 )
 from pyro_core.memberlist.config import ConfigError
@@ -318,6 +321,49 @@ def run_ring_status(args: argparse.Namespace) -> int:
         return 1
 
 
+async def _run_server(args: argparse.Namespace) -> int:
+    """The single-node HTTP server until SIGTERM/SIGINT; then a graceful stop and a storage flush."""
+    from pyro_core.server.app import make_app
+    from pyro_core.server.serve import serve
+    from pyro_core.server.storage import Storage
+
+    storage = await trio.to_thread.run_sync(Storage(args.pyroscopedb_data_path).open)
+    try:
+        app = make_app(storage, multitenancy=args.auth_multitenancy_enabled)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(
+                    functools.partial(
+                        serve,
+                        app,
+                        args.server_http_listen_address,
+                        args.server_http_listen_port,
+                        storage=storage,
+                    )
+                )
+                log.info("pyro-core server listening on %s", ", ".join(binds))
+                async for signum in signals:
+                    log.info("got %s: shutting down", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
+    finally:
+        await trio.to_thread.run_sync(functools.partial(storage.flush, time.time(), force=True))
+        storage.close()
+        log.info("storage flushed")
+    return 0
+
+
+def run_server(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(message)s"
+    )
+    try:
+        return trio.run(_run_server, args)
+    except OSError as exc:  # e.g. the port is taken or the data path is not writable
+        sys.stderr.write(f"pyro-core server: {exc}\n")
+        return 1
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyro-core", description="pyro-core: a cluster core for profiling backends"
@@ -354,6 +400,12 @@ def make_parser() -> argparse.ArgumentParser:
     status.set_defaults(memberlist_bind_port=0)
     add_flag(status, "log.level", choices=["debug", "info", "warn", "error"], default="warn")
     status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    server = sub.add_parser("server", help="run a single-node Pyroscope-compatible HTTP server")
+    add_flag(server, "server.http-listen-port", type=parse_port, default=4040)
+    add_flag(server, "server.http-listen-address", default="0.0.0.0")
+    add_flag(server, "pyroscopedb.data-path", default="./data", help="storage directory (WAL and blocks)")
+    add_flag(server, "auth.multitenancy-enabled", type=parse_bool, default=False)
+    add_flag(server, "log.level", choices=["debug", "info", "warn", "error"], default="info")
     return parser
 
 
@@ -363,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_member(args)
     if args.command == "ring-status":
         return run_ring_status(args)
+    if args.command == "server":
+        return run_server(args)
     if args.command == "demo":
         try:
             result = run_demo(args)

@@ -1,0 +1,490 @@
+"""The single-node HTTP API as a plain ASGI application (no framework: the ingest path stays lean).
+
+Owns: routing, tenants, request bodies (size limit), status codes and response bodies; it wires the
+sans-I/O modules (names, ingest, pprof, push, flameql, flamebearer) to a :class:`Storage`.
+Must not know: sockets or the server that runs it (see serve.py).
+
+Endpoints (Pyroscope's, see the spec "pyroscope-api.md" §1, §2, §4):
+
+* ``POST /ingest``, ``/pyroscope/ingest`` — legacy ingest; 200 with an empty body.
+* ``POST /push.v1.PusherService/Push`` — Connect push (``application/proto`` or ``application/json``).
+* ``GET /render``, ``/pyroscope/render`` — ``format=json`` (flamebearer, the default) or ``collapsed``.
+* ``GET /labels``, ``GET /label-values?label=``, ``GET /api/apps``, ``GET /ready``, ``GET /metrics``.
+
+Tenants: with multi-tenancy off every request belongs to ``anonymous`` (the header is ignored); with it
+on, ``X-Scope-OrgID`` is required (401 when missing) and must be a valid tenant id (400 otherwise).
+
+Push series naming. A pushed series carries ``__name__`` (the profile type: ``process_cpu``,
+``memory``, …) and ``service_name`` (the application). Each raw pprof becomes one stored series per
+sample type, named ``<service_name>.<display name>`` by pprof.DEFAULT_SAMPLE_TYPE_CONFIG (as legacy pprof
+ingest does: ``alloc_objects``, ``inuse_space``, ``goroutines``, ``mutex_count`` …), except that for
+``__name__=process_cpu`` the type is always ``cpu`` (``<service_name>.cpu``; when the profile has several
+sample types the first one wins, e.g. Go's ``samples``). The other labels become tags, except
+``__name__``, ``service_name``, names starting with ``__`` and names FlameQL cannot select (not
+``[A-Za-z0-9_.]+``). The sample ``ID`` is the deduplication id (suffixed with the series' index when a
+profile yields several series).
+
+Metadata (spyName, sampleRate, units) seen at ingest is kept in memory for ``/render`` and
+``/api/apps``; after a restart, or for unknown apps, the defaults (``unknown``, 100, ``samples``) apply.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, replace
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+import trio
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from pyro_core.server import flamebearer, flameql
+from pyro_core.server.ingest import ParseError, parse_stacks
+from pyro_core.server.names import (
+    DEFAULT_SAMPLE_RATE,
+    DEFAULT_SPY_NAME,
+    BadNameError,
+    IngestParams,
+    InvalidTenantError,
+    parse_app_name,
+    parse_time,
+    validate_tenant,
+)
+from pyro_core.server.pprof import (
+    DEFAULT_SAMPLE_TYPE_CONFIG,
+    GZIP_MAGIC,
+    ProfileError,
+    ProfileTooLargeError,
+    SampleTypeConfig,
+    decode_profile,
+    gunzip_bounded,
+    parse_multipart,
+    parse_sample_type_config,
+    profile_to_series,
+)
+from pyro_core.server.push import SERVICE_PATH, connect_error, decode_push_request, encode_push_response
+from pyro_core.server.storage import APP_LABEL, Storage
+
+__all__ = ["ANONYMOUS", "DEFAULT_MAX_BODY_BYTES", "AppMeta", "make_app"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+ANONYMOUS: Final = "anonymous"
+DEFAULT_MAX_BODY_BYTES: Final = 256 * 1024 * 1024
+DEFAULT_UNITS: Final = "samples"
+DEFAULT_RENDER_RANGE: Final = "now-1h"
+
+_TAG_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.]+")
+_UNSUPPORTED_FORMATS: Final = frozenset({"jfr", "speedscope"})
+_JSON: Final = "application/json"
+_TEXT: Final = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class AppMeta:
+    spy_name: str = DEFAULT_SPY_NAME
+    sample_rate: int = DEFAULT_SAMPLE_RATE
+    units: str = DEFAULT_UNITS
+
+
+class _HTTPError(Exception):
+    """A request that ends with ``status`` and a JSON ``{"code", "message"}`` body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    raw = scope.get("query_string", b"").decode("latin-1")
+    return dict(parse_qsl(raw, keep_blank_values=True))
+
+
+async def _respond(send: Send, status: int, body: bytes = b"", content_type: str | None = None) -> None:
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type is not None:
+        headers.append((b"content-type", content_type.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _error_body(code: str, message: str) -> bytes:
+    return json.dumps({"code": code, "message": message}, separators=(",", ":")).encode()
+
+
+async def _read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
+    """The request body; 413 past ``limit`` bytes (by Content-Length first, then by what arrives)."""
+    length = headers.get("content-length", "").strip()
+    if length.isdigit() and int(length) > limit:
+        raise _HTTPError(413, "resource_exhausted", f"request body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _HTTPError(413, "resource_exhausted", f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _push_type_config(profile_type: str, profile: Any) -> Mapping[str, SampleTypeConfig] | None:
+    """The sample type config of a pushed profile of type ``profile_type`` (None: pprof's default):
+    ``process_cpu`` names every sample type ``cpu`` (profile_to_series keeps the first)."""
+    if profile_type != "process_cpu":
+        return None
+    out: dict[str, SampleTypeConfig] = {}
+    for vt in profile.sample_type:
+        raw = profile.string_table[vt.type] if 0 <= vt.type < len(profile.string_table) else b""
+        type_ = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        base = DEFAULT_SAMPLE_TYPE_CONFIG.get(type_, SampleTypeConfig(sampled=True))
+        out[type_] = replace(base, display_name="cpu")
+    return out
+
+
+def make_app(
+    storage: Storage,
+    *,
+    multitenancy: bool = False,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    clock: Callable[[], float] = time.time,
+    registry: CollectorRegistry | None = None,
+) -> ASGIApp:
+    """The ASGI application serving ``storage`` (an open :class:`Storage`)."""
+    registry = CollectorRegistry() if registry is None else registry
+    profiles_total = Counter(
+        "pyroscope_ingest_profiles",
+        "Profiles (series) stored by ingest, per tenant",
+        ["tenant"],
+        registry=registry,
+    )
+    bytes_total = Counter(
+        "pyroscope_ingest_bytes",
+        "Request body bytes of successful ingests, per tenant",
+        ["tenant"],
+        registry=registry,
+    )
+    errors_total = Counter(
+        "pyroscope_ingest_errors",
+        "Failed ingest requests, per tenant and HTTP status",
+        ["tenant", "status"],
+        registry=registry,
+    )
+    meta: dict[tuple[str, str], AppMeta] = {}
+
+    def tenant_of(headers: Mapping[str, str]) -> str:
+        if not multitenancy:
+            return ANONYMOUS
+        org = headers.get("x-scope-orgid", "").strip()
+        if not org:
+            raise _HTTPError(401, "unauthenticated", "no org id (X-Scope-OrgID is required)")
+        try:
+            return validate_tenant(org)
+        except InvalidTenantError as exc:
+            raise _HTTPError(400, "invalid_argument", str(exc)) from None
+
+    async def store(
+        tenant: str,
+        app: str,
+        tags: Mapping[str, str],
+        timestamp: float,
+        stacks: Mapping[bytes, int],
+        info: AppMeta,
+        profile_id: str | None = None,
+    ) -> None:
+        labels = {**tags, APP_LABEL: app}
+        try:
+            await trio.to_thread.run_sync(storage.ingest, tenant, labels, timestamp, stacks, profile_id)
+        except (ValueError, TypeError) as exc:
+            raise _HTTPError(422, "invalid_argument", str(exc)) from None
+        meta[(tenant, app)] = info
+        profiles_total.labels(tenant).inc()
+
+    # -- legacy ingest ------------------------------------------------------------------------------
+
+    async def ingest(scope: Scope, receive: Receive, headers: Mapping[str, str], tenant: str) -> None:
+        try:
+            params = IngestParams.from_query(_query(scope), clock(), content_type=headers.get("content-type"))
+        except BadNameError as exc:
+            raise _HTTPError(400, "invalid_argument", f"invalid name: {exc}") from None
+        body = await _read_body(receive, headers, max_body_bytes)
+        fmt = params.format
+        if fmt in _UNSUPPORTED_FORMATS:
+            raise _HTTPError(422, "unimplemented", f"unsupported format {fmt!r}")
+        gzipped = headers.get("content-encoding", "").strip().lower() == "gzip"
+        name = params.name
+        info = AppMeta(params.spy_name, params.sample_rate, params.units)
+        try:
+            if gzipped and body.startswith(GZIP_MAGIC):
+                body = gunzip_bounded(body, max_body_bytes)
+            if fmt in ("pprof", "pprof-form"):
+                prev = None
+                config = None
+                if fmt == "pprof-form":
+                    fields = parse_multipart(body, headers.get("content-type", ""))
+                    if "profile" not in fields:
+                        raise ProfileError("multipart body without a 'profile' field")
+                    profile = decode_profile(fields["profile"])
+                    if fields.get("prev_profile"):
+                        prev = decode_profile(fields["prev_profile"])
+                    if fields.get("sample_type_config"):
+                        config = parse_sample_type_config(fields["sample_type_config"])
+                else:
+                    profile = decode_profile(body)
+                series = profile_to_series(
+                    profile,
+                    app_name=name.app,
+                    base_tags=name.tags,
+                    sample_type_config=config,
+                    prev_profile=prev,
+                )
+                for s in series:
+                    rate = s.sample_rate if s.sample_rate is not None else params.sample_rate
+                    await store(
+                        tenant,
+                        s.name,
+                        s.tags,
+                        params.from_,
+                        s.stacks,
+                        AppMeta(params.spy_name, rate, s.units),
+                    )
+            else:
+                stacks = dict(parse_stacks(fmt, body))
+                if stacks:
+                    await store(tenant, name.app, name.tags, params.from_, stacks, info)
+        except ProfileTooLargeError as exc:
+            raise _HTTPError(413, "resource_exhausted", str(exc)) from None
+        except (ParseError, ProfileError) as exc:
+            raise _HTTPError(422, "invalid_argument", str(exc)) from None
+        bytes_total.labels(tenant).inc(len(body))
+
+    # -- Connect push -------------------------------------------------------------------------------
+
+    async def push(receive: Receive, headers: Mapping[str, str], tenant: str) -> bytes:
+        content_type = headers.get("content-type", "application/proto")
+        body = await _read_body(receive, headers, max_body_bytes)
+        try:
+            request = decode_push_request(
+                body, content_type, headers.get("content-encoding"), max_size=max_body_bytes
+            )
+            now = clock()
+            for ps in request:
+                labels = ps.label_dict()
+                app = labels.get("service_name", "").strip()
+                if not app:
+                    raise _HTTPError(400, "invalid_argument", "series without a service_name label")
+                try:
+                    parse_app_name(app)
+                except BadNameError as exc:
+                    raise _HTTPError(400, "invalid_argument", f"invalid service_name: {exc}") from None
+                tags = {
+                    k: v
+                    for k, v in labels.items()
+                    if k != "service_name" and not k.startswith("__") and _TAG_NAME_RE.fullmatch(k)
+                }
+                for sample in ps.samples:
+                    profile = decode_profile(sample.raw_profile)
+                    config = _push_type_config(labels.get(APP_LABEL, ""), profile)
+                    ts = profile.time_nanos / 1e9 if profile.time_nanos > 0 else now
+                    series = profile_to_series(
+                        profile, app_name=app, base_tags=tags, sample_type_config=config
+                    )
+                    for i, s in enumerate(series):
+                        pid = None
+                        if sample.id:
+                            pid = sample.id if i == 0 else f"{sample.id}#{i}"
+                        rate = s.sample_rate if s.sample_rate is not None else DEFAULT_SAMPLE_RATE
+                        await store(
+                            tenant,
+                            s.name,
+                            s.tags,
+                            ts,
+                            s.stacks,
+                            AppMeta(DEFAULT_SPY_NAME, rate, s.units),
+                            pid,
+                        )
+        except ProfileTooLargeError as exc:
+            raise _HTTPError(413, "resource_exhausted", str(exc)) from None
+        except ProfileError as exc:
+            raise _HTTPError(400, "invalid_argument", str(exc)) from None
+        bytes_total.labels(tenant).inc(len(body))
+        return encode_push_response(content_type)
+
+    # -- queries ------------------------------------------------------------------------------------
+
+    def parse_selector(params: Mapping[str, str]) -> flameql.Query:
+        text = params.get("query") or ""
+        if text.strip():
+            try:
+                return flameql.parse(text)
+            except flameql.QueryError as exc:
+                raise _HTTPError(400, "invalid_argument", str(exc)) from None
+        name = params.get("name") or ""
+        if not name.strip():
+            raise _HTTPError(400, "invalid_argument", "query or name is required")
+        try:
+            parsed = parse_app_name(name)
+            return flameql.Query(
+                parsed.app, tuple(flameql.Matcher.make(k, "=", v) for k, v in sorted(parsed.tags.items()))
+            )
+        except BadNameError as exc:
+            raise _HTTPError(400, "invalid_argument", f"invalid name: {exc}") from None
+
+    def max_nodes_of(params: Mapping[str, str]) -> int:
+        raw = params.get("maxNodes", params.get("max-nodes", "")).strip()
+        if not raw:
+            return flamebearer.DEFAULT_MAX_NODES
+        try:
+            return int(raw)
+        except ValueError:
+            raise _HTTPError(400, "invalid_argument", f"invalid maxNodes {raw!r}") from None
+
+    async def render(scope: Scope, tenant: str) -> tuple[bytes, str]:
+        params = _query(scope)
+        query = parse_selector(params)
+        max_nodes = max_nodes_of(params)
+        fmt = (params.get("format") or "json").strip().lower()
+        if fmt not in ("json", "collapsed"):
+            raise _HTTPError(400, "invalid_argument", f"unsupported format {fmt!r} (json or collapsed)")
+        now = clock()
+        start = parse_time(params.get("from") or DEFAULT_RENDER_RANGE, now)
+        end = parse_time(params.get("until"), now)
+        tree = await trio.to_thread.run_sync(storage.query, tenant, query, start, end)
+        if fmt == "collapsed":
+            if max_nodes > 0:
+                tree = tree.truncate(max_nodes)
+            return tree.to_collapsed(), _TEXT
+        info = meta.get((tenant, query.app_name), AppMeta())
+        doc = flamebearer.render(
+            tree,
+            max_nodes=max_nodes,
+            name=str(query),
+            spy_name=info.spy_name,
+            sample_rate=info.sample_rate,
+            units=info.units,
+            start_time=int(start),
+            end_time=int(end),
+            query=str(query),
+            app_name=query.app_name,
+        )
+        return json.dumps(doc, separators=(",", ":")).encode(), _JSON
+
+    async def apps(tenant: str) -> bytes:
+        names = await trio.to_thread.run_sync(storage.apps, tenant)
+        out = []
+        for name in names:
+            info = meta.get((tenant, name), AppMeta())
+            out.append(
+                {"name": name, "spyName": info.spy_name, "sampleRate": info.sample_rate, "units": info.units}
+            )
+        return json.dumps(out).encode()
+
+    # -- dispatch -----------------------------------------------------------------------------------
+
+    async def http(scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method", "GET")
+        path = scope.get("path", "/")
+        headers = _headers(scope)
+        if path == "/ready":
+            await _respond(send, 200, b"ready\n", _TEXT)
+            return
+        if path == "/metrics":
+            await _respond(send, 200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            return
+        if path == SERVICE_PATH:
+            if method != "POST":
+                await _respond(send, 405, _error_body("unimplemented", "use POST"), _JSON)
+                return
+            tenant = ""
+            try:
+                tenant = tenant_of(headers)
+                body = await push(receive, headers, tenant)
+            except _HTTPError as exc:
+                errors_total.labels(tenant, str(exc.status)).inc()
+                code = {400: "invalid_argument", 401: "unauthenticated", 413: "resource_exhausted"}.get(
+                    exc.status, exc.code
+                )
+                status, payload = connect_error(code, exc.message)
+                await _respond(send, status, payload, _JSON)
+                return
+            media = headers.get("content-type", "application/proto").split(";", 1)[0].strip()
+            await _respond(send, 200, body, media or "application/proto")
+            return
+        if path in ("/ingest", "/pyroscope/ingest"):
+            if method != "POST":
+                await _respond(send, 405, _error_body("method_not_allowed", "use POST"), _JSON)
+                return
+            tenant = ""
+            try:
+                tenant = tenant_of(headers)
+                await ingest(scope, receive, headers, tenant)
+            except _HTTPError as exc:
+                errors_total.labels(tenant, str(exc.status)).inc()
+                await _respond(send, exc.status, _error_body(exc.code, exc.message), _JSON)
+                return
+            await _respond(send, 200)
+            return
+        try:
+            if path in ("/render", "/pyroscope/render"):
+                body, content_type = await render(scope, tenant_of(headers))
+            elif path == "/labels":
+                body = json.dumps(
+                    await trio.to_thread.run_sync(storage.label_names, tenant_of(headers))
+                ).encode()
+                content_type = _JSON
+            elif path == "/label-values":
+                label = _query(scope).get("label", "")
+                if not label:
+                    raise _HTTPError(400, "invalid_argument", "label is required")
+                values = await trio.to_thread.run_sync(storage.label_values, tenant_of(headers), label)
+                body, content_type = json.dumps(values).encode(), _JSON
+            elif path == "/api/apps":
+                body, content_type = await apps(tenant_of(headers)), _JSON
+            else:
+                raise _HTTPError(404, "not_found", f"no route for {path}")
+        except _HTTPError as exc:
+            await _respond(send, exc.status, _error_body(exc.code, exc.message), _JSON)
+            return
+        await _respond(send, 200, body, content_type)
+
+    async def lifespan(receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind == "lifespan":
+            await lifespan(receive, send)
+        elif kind == "http":
+            try:
+                await http(scope, receive, send)
+            except _Disconnected:
+                return
+
+    return app

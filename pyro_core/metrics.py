@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -30,7 +31,9 @@ class ClusterCollector(Collector):
         prefix: str = "pyroscope",
         heartbeat_timeout: float = 60.0,
         ring_names: Mapping[str, str] = RING_NAMES,
+        node: Any = None,
     ) -> None:
+        self.node = node  # the MemberlistNode shell, for its stream and drop counters (optional)
         self.core = core
         self.store = store
         self.clock = clock
@@ -45,6 +48,37 @@ class ClusterCollector(Collector):
         yield from self._ring_metrics()
         yield from self._memberlist_metrics()
         yield from self._kv_metrics()
+        yield from self._shell_metrics()
+
+    def _shell_metrics(self) -> Iterator[CounterMetricFamily]:
+        node = self.node
+        if node is None:
+            return
+        for name, help_text, value in (
+            (
+                "memberlist_stream_errors_total",
+                "Inbound or outbound streams that failed.",
+                node.stream_errors,
+            ),
+            (
+                "memberlist_packets_dropped_total",
+                "Outbound packets dropped because the send queue was full.",
+                node.dropped_packets,
+            ),
+            (
+                "memberlist_streams_dropped_total",
+                "Streams refused: too many in flight.",
+                node.dropped_streams,
+            ),
+            (
+                "memberlist_handler_errors_total",
+                "Errors caught at task boundaries (bugs).",
+                node.handler_errors,
+            ),
+        ):
+            c = CounterMetricFamily(name, help_text)
+            c.add_metric([], value)
+            yield c
 
     def _ring_metrics(self) -> Iterator[GaugeMetricFamily]:
         p = self.prefix

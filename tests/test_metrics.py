@@ -42,7 +42,11 @@ def test_ring_and_memberlist_metrics_follow_the_cluster() -> None:
                     await trio.sleep(0.2)
             await trio.sleep(2)
             registry = CollectorRegistry()
-            registry.register(ClusterCollector(lambda: members[0].node.core, members[0].store, clock=clock))
+            registry.register(
+                ClusterCollector(
+                    lambda: members[0].node.core, members[0].store, clock=clock, node=members[0].node
+                )
+            )
             text = generate_latest(registry).decode()
             core = members[0].node.core
             assert core is not None
@@ -63,6 +67,7 @@ def test_ring_and_memberlist_metrics_follow_the_cluster() -> None:
     assert 'pyroscope_ring_oldest_member_timestamp{name="ingester",state="LEAVING"} 0.0' in text
     assert "memberlist_client_cluster_members_count 3.0" in text
     assert "memberlist_client_cas_success_total" in text
+    assert "memberlist_stream_errors_total" in text and "memberlist_packets_dropped_total 0.0" in text
     assert out["memberlist"]["num_members"] == 3
     assert (
         out["memberlist"]["kv"][0]["key"] == "collectors/ring"

@@ -2,7 +2,8 @@
 # Owns: argument parsing and terminal output. Subcommands: ``demo`` (a ring and shuffle shards on an
 # embedded default), ``member`` (a gossip member with every -memberlist.* flag, optionally
 # registered in the ingester ring), ``ring-status`` (join, print members and rings, leave) and
-# ``server`` (the single-node HTTP server, pyro_core/server/serve.py).
+# ``server`` (the HTTP server, pyro_core/server/serve.py, with a gossip member registered in the
+# ingester ring; storage stays local).
 from __future__ import annotations
 
 import argparse
@@ -321,45 +322,104 @@ def run_ring_status(args: argparse.Namespace) -> int:
         return 1
 
 
-async def _run_server(args: argparse.Namespace) -> int:
-    """The single-node HTTP server until SIGTERM/SIGINT; then a graceful stop and a storage flush."""
+def _http_instance_addr(host: str, port: int, settings: MemberlistSettings) -> str:
+    """The address stored in the ring for this server: its HTTP address (a wildcard listen address
+    becomes the memberlist advertise address, else this host's address)."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = settings.config.advertise_addr
+        if not host:
+            try:
+                host = socket.gethostbyname(socket.gethostname())
+            except OSError:
+                host = "127.0.0.1"
+    return format_address((host, port))
+
+
+async def _run_server(args: argparse.Namespace, settings: MemberlistSettings) -> int:
+    """The HTTP server and its cluster member until SIGTERM/SIGINT; then stop HTTP gracefully, leave
+    the ring and the cluster, and flush the storage."""
     from pyro_core.server.app import make_app
     from pyro_core.server.serve import serve
     from pyro_core.server.storage import Storage
 
+    host, port = args.server_http_listen_address, args.server_http_listen_port
+    registration = RingRegistration(
+        instance_id=args.ingester_lifecycler_id or settings.config.name,
+        instance_addr=_http_instance_addr(host, port, settings),
+        num_tokens=args.ingester_num_tokens,
+        heartbeat_period=args.ingester_heartbeat_period,
+    )
+    member = ClusterMember(
+        settings.config,
+        settings.transport,
+        registration=registration,
+        left_ingesters_timeout=settings.left_ingesters_timeout,
+        on_event=_log_event,
+    )
     storage = await trio.to_thread.run_sync(Storage(args.pyroscopedb_data_path).open)
     try:
-        app = make_app(storage, multitenancy=args.auth_multitenancy_enabled)
+        app = make_app(storage, multitenancy=args.auth_multitenancy_enabled, member=member)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
-                binds = await nursery.start(
-                    functools.partial(
-                        serve,
-                        app,
-                        args.server_http_listen_address,
-                        args.server_http_listen_port,
-                        storage=storage,
-                    )
-                )
+                addr = await nursery.start(member.run)
+                log.info("member %s up at %s", settings.config.name, format_address(addr))
+                http = trio.CancelScope()
+                http_done = trio.Event()
+
+                async def run_http(
+                    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+                ) -> None:
+                    try:
+                        with http:
+                            await serve(app, host, port, storage=storage, task_status=task_status)
+                    finally:
+                        http_done.set()
+
+                binds = await nursery.start(run_http)
                 log.info("pyro-core server listening on %s", ", ".join(binds))
+                if not await _join(member, settings):
+                    http.cancel()
+                    with trio.CancelScope(shield=True):
+                        await http_done.wait()
+                    nursery.cancel_scope.cancel()
+                    return 1
+                if settings.rejoin_interval > 0 and settings.join:
+                    nursery.start_soon(_rejoin_every, member, settings)
+                await member.register()
+                log.info("registering %s in ring %s", registration.instance_id, registration.ring_key)
                 async for signum in signals:
                     log.info("got %s: shutting down", signal.Signals(signum).name)
+                    async with trio.open_nursery() as leaving:
+
+                        async def on_second_signal() -> None:
+                            async for again in signals:
+                                log.warning("got %s again: exiting now", signal.Signals(again).name)
+                                leaving.cancel_scope.cancel()
+                                return
+
+                        leaving.start_soon(on_second_signal)
+                        http.cancel()
+                        await http_done.wait()
+                        done = await member.shutdown(settings.leave_timeout)
+                        log.info("left the cluster%s", "" if done else " (not waiting for every broadcast)")
+                        leaving.cancel_scope.cancel()
                     nursery.cancel_scope.cancel()
                     break
     finally:
-        await trio.to_thread.run_sync(functools.partial(storage.flush, time.time(), force=True))
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(functools.partial(storage.flush, time.time(), force=True))
         storage.close()
         log.info("storage flushed")
     return 0
 
 
 def run_server(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(message)s"
-    )
+    settings = _settings(args, "server")
+    if settings is None:
+        return 2
     try:
-        return trio.run(_run_server, args)
-    except OSError as exc:  # e.g. the port is taken or the data path is not writable
+        return trio.run(_run_server, args, settings)
+    except OSError as exc:  # e.g. a port is taken or the data path is not writable
         sys.stderr.write(f"pyro-core server: {exc}\n")
         return 1
 
@@ -406,6 +466,12 @@ def make_parser() -> argparse.ArgumentParser:
     add_flag(server, "pyroscopedb.data-path", default="./data", help="storage directory (WAL and blocks)")
     add_flag(server, "auth.multitenancy-enabled", type=parse_bool, default=False)
     add_flag(server, "log.level", choices=["debug", "info", "warn", "error"], default="info")
+    add_memberlist_flags(server)
+    add_flag(
+        server, "ingester.lifecycler.id", default="", help="instance id in the ring (default: the node name)"
+    )
+    add_flag(server, "ingester.num-tokens", type=parse_positive_int, default=128)
+    add_flag(server, "ingester.heartbeat-period", type=parse_duration, default=5.0)
     return parser
 
 

@@ -10,6 +10,9 @@ Endpoints (Pyroscope's, see the spec "pyroscope-api.md" §1, §2, §4):
 * ``POST /push.v1.PusherService/Push`` — Connect push (``application/proto`` or ``application/json``).
 * ``GET /render``, ``/pyroscope/render`` — ``format=json`` (flamebearer, the default) or ``collapsed``.
 * ``GET /labels``, ``GET /label-values?label=``, ``GET /api/apps``, ``GET /ready``, ``GET /metrics``.
+* With a cluster member (``make_app(..., member=)``): ``GET /ring`` and ``GET /memberlist`` (JSON when
+  the Accept header contains application/json, else HTML; see pages.py); ``/ready`` answers 503 until
+  this instance is ACTIVE in the ring; ``/metrics`` adds the ring gauges and memberlist counters.
 
 Tenants: with multi-tenancy off every request belongs to ``anonymous`` (the header is ignored); with it
 on, ``X-Scope-OrgID`` is required (401 when missing) and must be a valid tenant id (400 otherwise).
@@ -41,7 +44,9 @@ from urllib.parse import parse_qsl
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from pyro_core.server import flamebearer, flameql
+from pyro_core.metrics import ClusterCollector
+from pyro_core.net.cluster import ClusterMember
+from pyro_core.server import flamebearer, flameql, pages
 from pyro_core.server.ingest import ParseError, parse_stacks
 from pyro_core.server.names import (
     DEFAULT_SAMPLE_RATE,
@@ -170,9 +175,19 @@ def make_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     clock: Callable[[], float] = time.time,
     registry: CollectorRegistry | None = None,
+    member: ClusterMember | None = None,
 ) -> ASGIApp:
-    """The ASGI application serving ``storage`` (an open :class:`Storage`)."""
+    """The ASGI application serving ``storage`` (an open :class:`Storage`); with ``member`` (a
+    :class:`ClusterMember`, run elsewhere) it also serves the cluster pages and ring readiness."""
     registry = CollectorRegistry() if registry is None else registry
+    if member is not None:
+        m = member
+        timeout = m.registration.heartbeat_timeout if m.registration is not None else 60.0
+        registry.register(
+            ClusterCollector(
+                lambda: m.node.core, m.store, clock=m.clock, node=m.node, heartbeat_timeout=timeout
+            )
+        )
     profiles_total = Counter(
         "pyroscope_ingest_profiles",
         "Profiles (series) stored by ingest, per tenant",
@@ -407,7 +422,22 @@ def make_app(
         path = scope.get("path", "/")
         headers = _headers(scope)
         if path == "/ready":
+            reason = pages.not_ready_reason(member) if member is not None else None
+            if reason is not None:
+                await _respond(send, 503, f"not ready: {reason}\n".encode(), _TEXT)
+                return
             await _respond(send, 200, b"ready\n", _TEXT)
+            return
+        if member is not None and path in ("/ring", "/memberlist"):
+            if method not in ("GET", "HEAD"):
+                await _respond(send, 405, _error_body("method_not_allowed", "use GET"), _JSON)
+                return
+            accept = headers.get("accept", "")
+            if path == "/ring":
+                body, content_type = pages.ring_page(member, member.clock(), accept)
+            else:
+                body, content_type = pages.memberlist_page(member, accept)
+            await _respond(send, 200, body, content_type)
             return
         if path == "/metrics":
             await _respond(send, 200, generate_latest(registry), CONTENT_TYPE_LATEST)

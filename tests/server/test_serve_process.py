@@ -34,6 +34,8 @@ def start(port: int, data: Path) -> subprocess.Popen[bytes]:
             f"-server.http-listen-port={port}",
             "-server.http-listen-address=127.0.0.1",
             f"-pyroscopedb.data-path={data}",
+            "-memberlist.bind-addr=127.0.0.1",
+            "-memberlist.bind-port=0",  # any free port: the test never joins it
             "-log.level=warn",
         ],
         cwd=tempfile.gettempdir(),
@@ -100,3 +102,81 @@ def test_server_process_ingest_crash_restart_sigterm(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert list((data / "blocks").glob("*.block"))  # SIGTERM flushed the head into a block
+
+
+def start_clustered(
+    name: str, http_port: int, ml_port: int, data: Path, join: int | None = None
+) -> subprocess.Popen[bytes]:
+    argv = [
+        sys.executable,
+        "-m",
+        "pyro_core",
+        "server",
+        f"-server.http-listen-port={http_port}",
+        "-server.http-listen-address=127.0.0.1",
+        f"-pyroscopedb.data-path={data}",
+        "-log.level=warn",
+        f"-memberlist.nodename={name}",
+        "-memberlist.bind-addr=127.0.0.1",
+        f"-memberlist.bind-port={ml_port}",
+        "-memberlist.pullpush-interval=1s",
+        "-memberlist.leave-timeout=5s",
+        "-ingester.heartbeat-period=1s",
+        "-ingester.num-tokens=32",
+    ]
+    if join is not None:
+        argv.append(f"-memberlist.join=127.0.0.1:{join}")
+    return subprocess.Popen(
+        argv,
+        cwd=tempfile.gettempdir(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
+    )
+
+
+def get_ring(http_port: int) -> list[dict[str, object]]:
+    req = urllib.request.Request(f"http://127.0.0.1:{http_port}/ring", headers={"Accept": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.status == 200
+        instances: list[dict[str, object]] = json.loads(resp.read())["instances"]
+        return instances
+
+
+def test_two_server_processes_share_the_ring(tmp_path: Path) -> None:
+    http = [free_port(), free_port()]
+    ml = [free_port(), free_port()]
+    procs = [start_clustered("srv-a", http[0], ml[0], tmp_path / "a")]
+    try:
+        procs.append(start_clustered("srv-b", http[1], ml[1], tmp_path / "b", join=ml[0]))
+        want = {"srv-a": f"127.0.0.1:{http[0]}", "srv-b": f"127.0.0.1:{http[1]}"}
+        seen: dict[int, list[dict[str, object]]] = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(seen) < 2:
+            for p in procs:
+                if p.poll() is not None:
+                    out = p.stdout.read() if p.stdout else b""
+                    raise AssertionError(f"server exited with {p.returncode}: {out.decode(errors='replace')}")
+            for port in http:
+                try:
+                    ring = get_ring(port)
+                except (urllib.error.URLError, ConnectionError, OSError):
+                    continue
+                if {str(i["id"]): i["addr"] for i in ring if i["state"] == "ACTIVE"} == want:
+                    seen[port] = ring
+            time.sleep(0.2)
+        assert len(seen) == 2, f"rings never converged: {seen}"
+        for port in http:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as resp:
+                assert resp.status == 200
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            rc = p.wait(timeout=30)
+            out = p.stdout.read() if p.stdout else b""
+            assert rc == 0, out.decode(errors="replace")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

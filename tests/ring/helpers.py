@@ -94,3 +94,12 @@ def big_ring(n: int = 600, tokens: int = 128, seed: int = 3) -> RingDesc:
             for i in range(n)
         }
     )
+
+
+def assert_well_formed(desc: RingDesc) -> None:
+    """What every decoded description must be: ids match keys, tokens sorted unique read-only uint32."""
+    for key, inst in desc.instances.items():
+        assert inst.id == key
+        assert inst.tokens.dtype == np.uint32 and not inst.tokens.flags.writeable
+        assert bool(np.all(inst.tokens[1:] > inst.tokens[:-1]))
+        assert isinstance(inst.state, InstanceState)

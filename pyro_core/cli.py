@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import trio
+from prometheus_client import CollectorRegistry
 
 from pyro_core import (
     IMPLEMENTATION,
@@ -339,6 +340,7 @@ async def _run_server(args: argparse.Namespace, settings: MemberlistSettings) ->
     """The HTTP server and its cluster member until SIGTERM/SIGINT; then stop HTTP gracefully, leave
     the ring and the cluster, and flush the storage."""
     from pyro_core.server.app import make_app
+    from pyro_core.server.backend import ClusterBackend, LocalIngester
     from pyro_core.server.serve import serve
     from pyro_core.server.storage import Storage
 
@@ -346,8 +348,10 @@ async def _run_server(args: argparse.Namespace, settings: MemberlistSettings) ->
     registration = RingRegistration(
         instance_id=args.ingester_lifecycler_id or settings.config.name,
         instance_addr=_http_instance_addr(host, port, settings),
+        zone=args.ingester_availability_zone,
         num_tokens=args.ingester_num_tokens,
         heartbeat_period=args.ingester_heartbeat_period,
+        heartbeat_timeout=args.ring_heartbeat_timeout,
     )
     member = ClusterMember(
         settings.config,
@@ -356,12 +360,38 @@ async def _run_server(args: argparse.Namespace, settings: MemberlistSettings) ->
         left_ingesters_timeout=settings.left_ingesters_timeout,
         on_event=_log_event,
     )
-    storage = await trio.to_thread.run_sync(Storage(args.pyroscopedb_data_path).open)
+    retention = args.pyroscopedb_retention_period or None
+    storage = await trio.to_thread.run_sync(
+        Storage(args.pyroscopedb_data_path, retention=retention).open
+    )
     try:
-        app = make_app(storage, multitenancy=args.auth_multitenancy_enabled, member=member)
+        ingester = LocalIngester(storage)
+        shard_size = args.distributor_ingestion_tenant_shard_size
+        registry = CollectorRegistry()
+        backend = ClusterBackend(
+            ingester,
+            member,
+            replication_factor=args.distributor_replication_factor,
+            heartbeat_timeout=args.ring_heartbeat_timeout,
+            zone_awareness=args.distributor_zone_awareness_enabled,
+            shard_size=lambda tenant: shard_size,
+            querier_shuffle_sharding=args.querier_shuffle_sharding_ingesters_enabled,
+            query_lookback=retention or 0.0,
+            timeout=args.distributor_remote_timeout,
+            registry=registry,
+        )
+        app = make_app(
+            storage,
+            backend=backend,
+            ingester=ingester,
+            multitenancy=args.auth_multitenancy_enabled,
+            member=member,
+            registry=registry,
+        )
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 addr = await nursery.start(member.run)
+                await nursery.start(backend.run)
                 log.info("member %s up at %s", settings.config.name, format_address(addr))
                 http = trio.CancelScope()
                 http_done = trio.Event()
@@ -472,6 +502,50 @@ def make_parser() -> argparse.ArgumentParser:
     )
     add_flag(server, "ingester.num-tokens", type=parse_positive_int, default=128)
     add_flag(server, "ingester.heartbeat-period", type=parse_duration, default=5.0)
+    add_flag(server, "ingester.availability-zone", default="", help="this instance's zone in the ring")
+    add_flag(
+        server,
+        "ring.heartbeat-timeout",
+        type=parse_duration,
+        default=60.0,
+        help="an ingester whose heartbeat is older is unhealthy",
+    )
+    add_flag(
+        server,
+        "distributor.replication-factor",
+        type=_int_at_least(1),
+        default=1,
+        help="ingesters each series is written to (Pyroscope's default: 1)",
+    )
+    add_flag(
+        server,
+        "distributor.ingestion-tenant-shard-size",
+        type=_int_at_least(0),
+        default=0,
+        help="ingesters of each tenant's shuffle shard (0: every ingester)",
+    )
+    add_flag(server, "distributor.zone-awareness-enabled", type=parse_bool, default=False)
+    add_flag(
+        server,
+        "distributor.remote-timeout",
+        type=parse_duration,
+        default=10.0,
+        help="timeout of a call to another ingester",
+    )
+    add_flag(
+        server,
+        "querier.shuffle-sharding-ingesters-enabled",
+        type=parse_bool,
+        default=False,
+        help="query only the tenant's shard (and its members within the retention period)",
+    )
+    add_flag(
+        server,
+        "pyroscopedb.retention-period",
+        type=parse_duration,
+        default=7 * 86400.0,
+        help="delete blocks older than this (0: keep forever); also the querier's shard lookback",
+    )
     return parser
 
 

@@ -25,7 +25,8 @@ def members_payload(core: Memberlist) -> list[dict[str, Any]]:
 
 
 def ring_payload(desc: RingDesc, now: float, heartbeat_timeout: float = 60.0) -> dict[str, Any]:
-    """``{"instances": [{id, addr, zone, state, timestamp, heartbeat_age, healthy, tokens, ownership}]}``
+    """``{"instances": [{id, addr, zone, state, timestamp, heartbeat_age, healthy, tokens (the list),
+    num_tokens, ownership}]}``
     with ownership in percent of the token space (within the instance's zone)."""
     ring = ring_class()(desc)
     ownership = ring.ownership() if len(ring.tokens) else {}
@@ -41,7 +42,8 @@ def ring_payload(desc: RingDesc, now: float, heartbeat_timeout: float = 60.0) ->
                 "timestamp": inst.timestamp,
                 "heartbeat_age": round(age, 3),
                 "healthy": age <= heartbeat_timeout,
-                "tokens": len(inst.tokens),
+                "tokens": [int(t) for t in inst.tokens],
+                "num_tokens": len(inst.tokens),
                 "ownership": round(100.0 * ownership.get(inst.id, 0.0), 4),
                 "registered_timestamp": inst.registered_timestamp,
                 "read_only": inst.read_only,
@@ -92,7 +94,7 @@ def render_cluster_status(status: dict[str, Any]) -> str:
             age = f"{i['heartbeat_age']:.0f}s ago"
             flag = "" if i["healthy"] else "  UNHEALTHY"
             lines.append(
-                f"  {i['id']:<24}{i['zone'] or '-':<10}{i['state']:<9}{age:>10}{i['tokens']:>8}"
+                f"  {i['id']:<24}{i['zone'] or '-':<10}{i['state']:<9}{age:>10}{i['num_tokens']:>8}"
                 f"{i['ownership']:>8.2f}%{flag}"
             )
     if not status["rings"]:

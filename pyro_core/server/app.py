@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -47,7 +48,25 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from pyro_core.metrics import ClusterCollector
 from pyro_core.net.cluster import ClusterMember
 from pyro_core.server import flamebearer, flameql, pages
+from pyro_core.server.backend import Backend, BackendError, LocalBackend, LocalIngester
 from pyro_core.server.ingest import ParseError, parse_stacks
+from pyro_core.server.internal import (
+    CONTENT_TYPE as INTERNAL_CONTENT_TYPE,
+)
+from pyro_core.server.internal import (
+    LABELS_PATH,
+    PUSH_PATH,
+    QUERY_PATH,
+    InternalProtocolError,
+    LabelsRequest,
+    QueryRequest,
+    SeriesWrite,
+    decode_labels_request,
+    decode_push,
+    decode_query,
+    encode_labels_result,
+    encode_query_result,
+)
 from pyro_core.server.names import (
     DEFAULT_SAMPLE_RATE,
     DEFAULT_SPY_NAME,
@@ -73,7 +92,7 @@ from pyro_core.server.pprof import (
 from pyro_core.server.push import SERVICE_PATH, connect_error, decode_push_request, encode_push_response
 from pyro_core.server.storage import APP_LABEL, Storage
 
-__all__ = ["ANONYMOUS", "DEFAULT_MAX_BODY_BYTES", "AppMeta", "make_app"]
+__all__ = ["ANONYMOUS", "DEFAULT_MAX_BODY_BYTES", "PROFILE_ID_HEADER", "AppMeta", "make_app"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -85,6 +104,17 @@ ANONYMOUS: Final = "anonymous"
 DEFAULT_MAX_BODY_BYTES: Final = 256 * 1024 * 1024
 DEFAULT_UNITS: Final = "samples"
 DEFAULT_RENDER_RANGE: Final = "now-1h"
+#: A request header carrying the profile's id (a relay sets it): a repeated id is stored once.
+PROFILE_ID_HEADER: Final = "x-pyro-core-profile-id"
+_STATUS_CODES: Final = {
+    400: "invalid_argument",
+    401: "unauthenticated",
+    413: "resource_exhausted",
+    422: "invalid_argument",
+    429: "resource_exhausted",
+    502: "unavailable",
+    503: "unavailable",
+}
 
 _TAG_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.]+")
 _UNSUPPORTED_FORMATS: Final = frozenset({"jfr", "speedscope"})
@@ -171,6 +201,8 @@ def _push_type_config(profile_type: str, profile: Any) -> Mapping[str, SampleTyp
 def make_app(
     storage: Storage,
     *,
+    backend: Backend | None = None,
+    ingester: LocalIngester | None = None,
     multitenancy: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     clock: Callable[[], float] = time.time,
@@ -178,8 +210,17 @@ def make_app(
     member: ClusterMember | None = None,
 ) -> ASGIApp:
     """The ASGI application serving ``storage`` (an open :class:`Storage`); with ``member`` (a
-    :class:`ClusterMember`, run elsewhere) it also serves the cluster pages and ring readiness."""
+    :class:`ClusterMember`, run elsewhere) it also serves the cluster pages and ring readiness.
+
+    Writes and reads go through ``backend`` (default: this node's ingester alone, a
+    :class:`LocalBackend`); ``ingester`` (default: one over ``storage``) answers the internal ingester
+    API that other nodes' distributors and queriers call."""
     registry = CollectorRegistry() if registry is None else registry
+    if ingester is None:
+        ingester = LocalIngester(storage)
+    if backend is None:
+        backend = LocalBackend(ingester)
+    local = ingester
     if member is not None:
         m = member
         timeout = m.registration.heartbeat_timeout if m.registration is not None else 60.0
@@ -206,7 +247,6 @@ def make_app(
         ["tenant", "status"],
         registry=registry,
     )
-    meta: dict[tuple[str, str], AppMeta] = {}
 
     def tenant_of(headers: Mapping[str, str]) -> str:
         if not multitenancy:
@@ -219,22 +259,32 @@ def make_app(
         except InvalidTenantError as exc:
             raise _HTTPError(400, "invalid_argument", str(exc)) from None
 
-    async def store(
-        tenant: str,
+    def series_write(
         app: str,
         tags: Mapping[str, str],
         timestamp: float,
         stacks: Mapping[bytes, int],
         info: AppMeta,
-        profile_id: str | None = None,
-    ) -> None:
-        labels = {**tags, APP_LABEL: app}
+        profile_id: str | None,
+    ) -> SeriesWrite:
+        return SeriesWrite(
+            {**tags, APP_LABEL: app},
+            timestamp,
+            stacks,
+            profile_id,
+            info.spy_name,
+            info.sample_rate,
+            info.units,
+        )
+
+    async def push_writes(tenant: str, writes: list[SeriesWrite]) -> None:
+        if not writes:
+            return
         try:
-            await trio.to_thread.run_sync(storage.ingest, tenant, labels, timestamp, stacks, profile_id)
-        except (ValueError, TypeError) as exc:
-            raise _HTTPError(422, "invalid_argument", str(exc)) from None
-        meta[(tenant, app)] = info
-        profiles_total.labels(tenant).inc()
+            await backend.push(tenant, writes)
+        except BackendError as exc:
+            raise _HTTPError(exc.status, _STATUS_CODES.get(exc.status, "internal"), exc.message) from None
+        profiles_total.labels(tenant).inc(len(writes))
 
     # -- legacy ingest ------------------------------------------------------------------------------
 
@@ -250,6 +300,8 @@ def make_app(
         gzipped = headers.get("content-encoding", "").strip().lower() == "gzip"
         name = params.name
         info = AppMeta(params.spy_name, params.sample_rate, params.units)
+        profile_id = headers.get(PROFILE_ID_HEADER, "").strip() or uuid.uuid4().hex
+        writes: list[SeriesWrite] = []
         try:
             if gzipped and body.startswith(GZIP_MAGIC):
                 body = gunzip_bounded(body, max_body_bytes)
@@ -274,24 +326,27 @@ def make_app(
                     sample_type_config=config,
                     prev_profile=prev,
                 )
-                for s in series:
+                for i, s in enumerate(series):
                     rate = s.sample_rate if s.sample_rate is not None else params.sample_rate
-                    await store(
-                        tenant,
-                        s.name,
-                        s.tags,
-                        params.from_,
-                        s.stacks,
-                        AppMeta(params.spy_name, rate, s.units),
+                    writes.append(
+                        series_write(
+                            s.name,
+                            s.tags,
+                            params.from_,
+                            s.stacks,
+                            AppMeta(params.spy_name, rate, s.units),
+                            profile_id if i == 0 else f"{profile_id}#{i}",
+                        )
                     )
             else:
                 stacks = dict(parse_stacks(fmt, body))
                 if stacks:
-                    await store(tenant, name.app, name.tags, params.from_, stacks, info)
+                    writes.append(series_write(name.app, name.tags, params.from_, stacks, info, profile_id))
         except ProfileTooLargeError as exc:
             raise _HTTPError(413, "resource_exhausted", str(exc)) from None
         except (ParseError, ProfileError) as exc:
             raise _HTTPError(422, "invalid_argument", str(exc)) from None
+        await push_writes(tenant, writes)
         bytes_total.labels(tenant).inc(len(body))
 
     # -- Connect push -------------------------------------------------------------------------------
@@ -304,7 +359,9 @@ def make_app(
                 body, content_type, headers.get("content-encoding"), max_size=max_body_bytes
             )
             now = clock()
-            for ps in request:
+            request_id = headers.get(PROFILE_ID_HEADER, "").strip() or uuid.uuid4().hex
+            writes: list[SeriesWrite] = []
+            for n, ps in enumerate(request):
                 labels = ps.label_dict()
                 app = labels.get("service_name", "").strip()
                 if not app:
@@ -318,31 +375,31 @@ def make_app(
                     for k, v in labels.items()
                     if k != "service_name" and not k.startswith("__") and _TAG_NAME_RE.fullmatch(k)
                 }
-                for sample in ps.samples:
+                for m, sample in enumerate(ps.samples):
                     profile = decode_profile(sample.raw_profile)
+                    sample_id = sample.id or f"{request_id}.{n}.{m}"
                     config = _push_type_config(labels.get(APP_LABEL, ""), profile)
                     ts = profile.time_nanos / 1e9 if profile.time_nanos > 0 else now
                     series = profile_to_series(
                         profile, app_name=app, base_tags=tags, sample_type_config=config
                     )
                     for i, s in enumerate(series):
-                        pid = None
-                        if sample.id:
-                            pid = sample.id if i == 0 else f"{sample.id}#{i}"
                         rate = s.sample_rate if s.sample_rate is not None else DEFAULT_SAMPLE_RATE
-                        await store(
-                            tenant,
-                            s.name,
-                            s.tags,
-                            ts,
-                            s.stacks,
-                            AppMeta(DEFAULT_SPY_NAME, rate, s.units),
-                            pid,
+                        writes.append(
+                            series_write(
+                                s.name,
+                                s.tags,
+                                ts,
+                                s.stacks,
+                                AppMeta(DEFAULT_SPY_NAME, rate, s.units),
+                                sample_id if i == 0 else f"{sample_id}#{i}",
+                            )
                         )
         except ProfileTooLargeError as exc:
             raise _HTTPError(413, "resource_exhausted", str(exc)) from None
         except ProfileError as exc:
             raise _HTTPError(400, "invalid_argument", str(exc)) from None
+        await push_writes(tenant, writes)
         bytes_total.labels(tenant).inc(len(body))
         return encode_push_response(content_type)
 
@@ -385,12 +442,15 @@ def make_app(
         now = clock()
         start = parse_time(params.get("from") or DEFAULT_RENDER_RANGE, now)
         end = parse_time(params.get("until"), now)
-        tree = await trio.to_thread.run_sync(storage.query, tenant, query, start, end)
+        try:
+            tree, found = await backend.query(tenant, query, start, end)
+        except BackendError as exc:
+            raise _HTTPError(exc.status, _STATUS_CODES.get(exc.status, "internal"), exc.message) from None
         if fmt == "collapsed":
             if max_nodes > 0:
                 tree = tree.truncate(max_nodes)
             return tree.to_collapsed(), _TEXT
-        info = meta.get((tenant, query.app_name), AppMeta())
+        info = AppMeta(*found) if found is not None else AppMeta()
         doc = flamebearer.render(
             tree,
             max_nodes=max_nodes,
@@ -405,15 +465,43 @@ def make_app(
         )
         return json.dumps(doc, separators=(",", ":")).encode(), _JSON
 
+    async def labels(request: LabelsRequest) -> tuple[list[str], dict[str, Any]]:
+        try:
+            return await backend.labels(request)
+        except BackendError as exc:
+            raise _HTTPError(exc.status, _STATUS_CODES.get(exc.status, "internal"), exc.message) from None
+
     async def apps(tenant: str) -> bytes:
-        names = await trio.to_thread.run_sync(storage.apps, tenant)
+        names, metas = await labels(LabelsRequest(tenant, "apps"))
         out = []
         for name in names:
-            info = meta.get((tenant, name), AppMeta())
+            found = metas.get(name)
+            info = AppMeta(*found) if found is not None else AppMeta()
             out.append(
                 {"name": name, "spyName": info.spy_name, "sampleRate": info.sample_rate, "units": info.units}
             )
         return json.dumps(out).encode()
+
+    # -- the internal ingester API (other nodes' distributors and queriers) ---------------------------
+
+    async def internal(path: str, receive: Receive, headers: Mapping[str, str]) -> bytes:
+        body = await _read_body(receive, headers, max_body_bytes)
+        try:
+            if path == PUSH_PATH:
+                tenant, writes = decode_push(body)
+                try:
+                    await trio.to_thread.run_sync(local.push, tenant, writes)
+                except (ValueError, TypeError) as exc:
+                    raise _HTTPError(422, "invalid_argument", str(exc)) from None
+                return b""
+            if path == QUERY_PATH:
+                request: QueryRequest = decode_query(body)
+                series, found = await trio.to_thread.run_sync(local.query, request)
+                return encode_query_result(series, found)
+            values, found = await trio.to_thread.run_sync(local.labels, decode_labels_request(body))
+            return encode_labels_result(values, found)
+        except InternalProtocolError as exc:
+            raise _HTTPError(400, "invalid_argument", str(exc)) from None
 
     # -- dispatch -----------------------------------------------------------------------------------
 
@@ -441,6 +529,17 @@ def make_app(
             return
         if path == "/metrics":
             await _respond(send, 200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            return
+        if path in (PUSH_PATH, QUERY_PATH, LABELS_PATH):
+            if method != "POST":
+                await _respond(send, 405, _error_body("method_not_allowed", "use POST"), _JSON)
+                return
+            try:
+                body = await internal(path, receive, headers)
+            except _HTTPError as exc:
+                await _respond(send, exc.status, _error_body(exc.code, exc.message), _JSON)
+                return
+            await _respond(send, 200, body, INTERNAL_CONTENT_TYPE)
             return
         if path == SERVICE_PATH:
             if method != "POST":
@@ -479,15 +578,13 @@ def make_app(
             if path in ("/render", "/pyroscope/render"):
                 body, content_type = await render(scope, tenant_of(headers))
             elif path == "/labels":
-                body = json.dumps(
-                    await trio.to_thread.run_sync(storage.label_names, tenant_of(headers))
-                ).encode()
-                content_type = _JSON
+                names, _ = await labels(LabelsRequest(tenant_of(headers), "names"))
+                body, content_type = json.dumps(names).encode(), _JSON
             elif path == "/label-values":
                 label = _query(scope).get("label", "")
                 if not label:
                     raise _HTTPError(400, "invalid_argument", "label is required")
-                values = await trio.to_thread.run_sync(storage.label_values, tenant_of(headers), label)
+                values, _ = await labels(LabelsRequest(tenant_of(headers), "values", label))
                 body, content_type = json.dumps(values).encode(), _JSON
             elif path == "/api/apps":
                 body, content_type = await apps(tenant_of(headers)), _JSON

@@ -94,7 +94,7 @@ def ring_page(member: ClusterMember, now: float, accept: str) -> tuple[bytes, st
             i["state"],
             i["addr"],
             f"{i['heartbeat_age']:.1f}s ago" + ("" if i["healthy"] else " (unhealthy)"),
-            i["tokens"],
+            i["num_tokens"],
             f"{i['ownership']:.2f}%",
         )
         for i in payload["instances"]

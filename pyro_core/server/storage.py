@@ -658,6 +658,46 @@ class Storage:
                         out.merge(StackTree.from_bytes(f.read(ln)))
             return out
 
+    def query_series(
+        self, tenant: str, query: Query, start: float, end: float
+    ) -> dict[tuple[SeriesKey, int], tuple[dict[str, str], StackTree]]:
+        """Like :meth:`query`, but kept apart per series and bucket: ``(series key, bucket) → (labels,
+        tree)`` (a bucket found both in the head and in blocks is merged). A querier uses it to count a
+        series held by several replicas once."""
+        with self._lock:
+            out: dict[tuple[SeriesKey, int], tuple[dict[str, str], StackTree]] = {}
+
+            def add(labels: dict[str, str], bucket: int, tree: StackTree, *, copy: bool) -> None:
+                k = (series_key(labels), bucket)
+                have = out.get(k)
+                if have is None:
+                    out[k] = (dict(labels), tree.copy() if copy else tree)
+                else:
+                    have[1].merge(tree)
+
+            for s in self.head._tenants.get(tenant, {}).values():
+                if _selects(query, s.labels):
+                    for b, tree in s.buckets.items():
+                        if self.head.overlaps(b, start, end):
+                            add(s.labels, b, tree, copy=True)
+            for block in self.blocks.values():
+                if block.min_t >= end or block.max_t <= start:
+                    continue
+                wanted = [
+                    (s.labels, ref)
+                    for s in block.tenants.get(tenant, ())
+                    if _selects(query, s.labels)
+                    for ref in s.buckets
+                    if self.head.overlaps(ref[0], start, end)
+                ]
+                if not wanted:
+                    continue
+                with open(block.path, "rb") as f:
+                    for labels, (b, off, ln) in wanted:
+                        f.seek(block.data_start + off)
+                        add(labels, b, StackTree.from_bytes(f.read(ln)), copy=False)
+            return out
+
     def _all_labels(self, tenant: str) -> Iterator[Mapping[str, str]]:
         yield from self.head.series(tenant)
         for block in self.blocks.values():

@@ -48,7 +48,7 @@ def test_members_register_in_a_gossiped_ring_seen_by_ring_status() -> None:
         status = wait_status(ports[0], lambda s: len(instances(s)) == 3, 30)
         ring = instances(status)
         assert sorted(ring) == ["r0", "r1", "r2"]
-        assert all(i["state"] == "ACTIVE" and i["tokens"] == 64 and i["healthy"] for i in ring.values())
+        assert all(i["state"] == "ACTIVE" and i["num_tokens"] == 64 and i["healthy"] for i in ring.values())
         assert abs(sum(i["ownership"] for i in ring.values()) - 100.0) < 0.01
         assert {"r0", "r1", "r2"} <= {m["name"] for m in status["members"]}
 

@@ -139,7 +139,7 @@ def test_ring_and_memberlist_json_and_html(storage: Storage) -> None:
     for inst in instances:
         assert {"id", "addr", "zone", "state", "timestamp", "tokens", "ownership"} <= inst.keys()
         assert inst["state"] == "ACTIVE"
-        assert inst["tokens"] == 16
+        assert inst["num_tokens"] == 16 == len(inst["tokens"])
     assert abs(sum(i["ownership"] for i in instances) - 100.0) < 0.01
     assert {i["addr"] for i in instances} == {"10.0.0.1:4040", "10.0.0.2:4040"}
 

@@ -322,3 +322,63 @@ def test_lifespan(storage: Storage) -> None:
 
     trio.run(app, {"type": "lifespan"}, receive, send)
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+# -- the internal ingester API and the backend seam ---------------------------------------------------
+
+
+def test_internal_endpoints_store_and_answer_like_a_peer_would_ask(storage: Storage) -> None:
+    from pyro_core.server.internal import (
+        PUSH_PATH,
+        QUERY_PATH,
+        QueryRequest,
+        SeriesWrite,
+        decode_query_result,
+        encode_push,
+        encode_query,
+    )
+
+    app = make(storage)
+    w = SeriesWrite({"__name__": "peer.cpu", "env": "x"}, NOW, {b"a;b": 3}, "pid-1", "gospy", 100, "samples")
+    for _ in range(2):  # a retried push with the same profile id is stored once
+        status, _, out = call(app, "POST", PUSH_PATH, body=encode_push("anonymous", [w]))
+        assert status == 200, out
+    status, _, out = call(app, "POST", QUERY_PATH, body=encode_query(QueryRequest("anonymous", "peer.cpu", NOW - 60, NOW + 60)))
+    assert status == 200
+    series, meta = decode_query_result(out)
+    assert [t.to_dict() for _, t in series.values()] == [{b"a;b": 3}]
+    assert meta == {"peer.cpu": ("gospy", 100, "samples")}
+    assert render(app, "peer.cpu")["flamebearer"]["numTicks"] == 3
+
+
+@pytest.mark.parametrize("path", ["/internal/ingester/push", "/internal/ingester/query", "/internal/ingester/labels"])
+def test_internal_endpoints_refuse_malformed_bodies_with_400(storage: Storage, path: str) -> None:
+    app = make(storage)
+    for body in (b"", b"\xc1garbage", json.dumps({"a": 1}).encode()):
+        status, _, out = call(app, "POST", path, body=body)
+        assert status == 400, out
+        assert json.loads(out)["code"] == "invalid_argument"
+    status, _, _ = call(app, "GET", path)
+    assert status == 405
+
+
+def test_a_backend_that_cannot_reach_quorum_answers_503_with_its_reason(storage: Storage) -> None:
+    from pyro_core.server.backend import BackendError
+
+    class Unavailable:
+        async def push(self, tenant: str, writes: Any) -> None:
+            raise BackendError(503, "failed to push 1 of 1 series: only 1 of 3 replicas acknowledged series 0")
+
+        async def query(self, *a: Any) -> Any:
+            raise BackendError(503, "only 1 of 3 ingesters answered")
+
+        async def labels(self, *a: Any) -> Any:
+            raise BackendError(503, "only 1 of 3 ingesters answered")
+
+    app = make(storage, backend=Unavailable())
+    status, _, out = call(app, "POST", "/ingest", "name=x.cpu", body=b"a 1\n")
+    assert status == 503 and b"only 1 of 3 replicas" in out
+    status, _, out = call(app, "GET", "/render", "query=x.cpu")
+    assert status == 503 and b"ingesters answered" in out
+    status, _, out = call(app, "GET", "/labels")
+    assert status == 503

@@ -130,6 +130,28 @@ class ClusterMember:
     def ring(self, key: str = DEFAULT_RING_KEY) -> RingDesc | None:
         return self.store.get(key)
 
+    def forget(self, instance_id: str, key: str | None = None) -> bool:
+        """Remove ``instance_id`` from the ring (dskit's "Forget" button): a LEFT tombstone is gossiped
+        so every member drops it. Returns False when the ring has no such instance."""
+        if key is None:
+            key = self.registration.ring_key if self.registration is not None else DEFAULT_RING_KEY
+        found = False
+
+        def remove(current: RingDesc | None) -> tuple[RingDesc | None, bool]:
+            nonlocal found
+            found = current is not None and instance_id in current.instances
+            if current is None or not found:
+                return None, False
+            current.remove_instance(instance_id)
+            return current, True
+
+        result = self.store.cas(key, remove, self.clock())
+        if found and result.ok:
+            log.info("forgot instance %s of ring %s", instance_id, key)
+            self.node.wake()
+            return True
+        return False
+
     async def shutdown(self, timeout: float = 20.0) -> bool:
         """Leave the ring (LEAVING, then a LEFT tombstone), let the tombstone go out, leave the
         cluster. Returns True when every step finished within ``timeout``."""

@@ -503,6 +503,34 @@ def make_app(
         except InternalProtocolError as exc:
             raise _HTTPError(400, "invalid_argument", str(exc)) from None
 
+    # -- the ring page's Forget button ----------------------------------------------------------------
+
+    async def forget(m: ClusterMember, receive: Receive, headers: Mapping[str, str], send: Send) -> None:
+        """``POST /ring`` with the form field ``forget=<instance id>``: drop that instance from the
+        ring. HTML callers get the page back with a notice; JSON callers ``{"forgotten": id}``."""
+        try:
+            body = await _read_body(receive, headers, 64 * 1024)
+        except _HTTPError as exc:
+            await _respond(send, exc.status, _error_body(exc.code, exc.message), _JSON)
+            return
+        fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        instance_id = fields.get("forget", "").strip()
+        if not instance_id:
+            message = "the form needs forget=<instance id>"
+            await _respond(send, 400, _error_body("invalid_argument", message), _JSON)
+            return
+        if not m.forget(instance_id):
+            message = f"no instance {instance_id!r} in the ring"
+            await _respond(send, 404, _error_body("not_found", message), _JSON)
+            return
+        accept = headers.get("accept", "")
+        if pages.wants_json(accept):
+            await _respond(send, 200, json.dumps({"forgotten": instance_id}).encode(), _JSON)
+            return
+        notice = f"Instance {instance_id} forgotten."
+        page, content_type = pages.ring_page(m, m.clock(), accept, notice=notice)
+        await _respond(send, 200, page, content_type)
+
     # -- dispatch -----------------------------------------------------------------------------------
 
     async def http(scope: Scope, receive: Receive, send: Send) -> None:
@@ -517,10 +545,13 @@ def make_app(
             await _respond(send, 200, b"ready\n", _TEXT)
             return
         if member is not None and path in ("/ring", "/memberlist"):
+            accept = headers.get("accept", "")
+            if path == "/ring" and method == "POST":
+                await forget(member, receive, headers, send)
+                return
             if method not in ("GET", "HEAD"):
                 await _respond(send, 405, _error_body("method_not_allowed", "use GET"), _JSON)
                 return
-            accept = headers.get("accept", "")
             if path == "/ring":
                 body, content_type = pages.ring_page(member, member.clock(), accept)
             else:

@@ -70,14 +70,15 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     lines = [f"<table>\n<tr>{head}</tr>"]
     for row in rows:
-        cells = "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+        cells = "".join(f"<td>{c if isinstance(c, _Raw) else html.escape(str(c))}</td>" for c in row)
         lines.append(f"<tr>{cells}</tr>")
     lines.append("</table>")
     return "\n".join(lines)
 
 
-def ring_page(member: ClusterMember, now: float, accept: str) -> tuple[bytes, str]:
-    """``/ring``: JSON ``{"instances": [...]}`` or an HTML table of the member's ingester ring."""
+def ring_page(member: ClusterMember, now: float, accept: str, notice: str = "") -> tuple[bytes, str]:
+    """``/ring``: JSON ``{"instances": [...]}`` or an HTML table of the member's ingester ring, with a
+    Forget button (a form POSTing ``forget=<id>`` to /ring) beside every unhealthy instance."""
     key = _ring_key(member)
     desc = member.store.get(key)
     payload = (
@@ -96,12 +97,29 @@ def ring_page(member: ClusterMember, now: float, accept: str) -> tuple[bytes, st
             f"{i['heartbeat_age']:.1f}s ago" + ("" if i["healthy"] else " (unhealthy)"),
             i["num_tokens"],
             f"{i['ownership']:.2f}%",
+            _Raw(_forget_button(str(i["id"]))) if not i["healthy"] else "",
         )
         for i in payload["instances"]
     ]
-    table = _table(("Instance", "Zone", "State", "Address", "Heartbeat", "Tokens", "Ownership"), rows)
+    table = _table(("Instance", "Zone", "State", "Address", "Heartbeat", "Tokens", "Ownership", ""), rows)
     summary = f"<p>{html.escape(key)}: {len(rows)} instance{'s' if len(rows) != 1 else ''}</p>"
-    return _page("Ring status", [summary, table]), HTML
+    sections = [summary, table]
+    if notice:
+        sections.insert(0, f"<p><b>{html.escape(notice)}</b></p>")
+    return _page("Ring status", sections), HTML
+
+
+class _Raw(str):
+    """Markup a table cell keeps as is (everything else is escaped)."""
+
+
+def _forget_button(instance_id: str) -> str:
+    value = html.escape(instance_id, quote=True)
+    return (
+        '<form method="post" action="/ring" style="margin:0">'
+        f'<input type="hidden" name="forget" value="{value}">'
+        '<button type="submit">Forget</button></form>'
+    )
 
 
 def memberlist_page(member: ClusterMember, accept: str) -> tuple[bytes, str]:

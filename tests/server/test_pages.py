@@ -30,18 +30,20 @@ def storage(tmp_path: Path) -> Iterator[Storage]:
     s.close()
 
 
-async def call(app: Any, path: str, headers: dict[str, str] | None = None) -> Response:
+async def call(
+    app: Any, path: str, headers: dict[str, str] | None = None, *, method: str = "GET", body: bytes = b""
+) -> Response:
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
     scope = {
         "type": "http",
-        "method": "GET",
+        "method": method,
         "path": path,
         "query_string": b"",
         "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
@@ -177,3 +179,41 @@ def test_no_member_keeps_single_node_behaviour(storage: Storage) -> None:
     ready, ring = trio.run(main)
     assert ready[0] == 200
     assert ring[0] == 404
+
+
+def test_the_forget_button_removes_an_unhealthy_instance_cluster_wide(storage: Storage) -> None:
+    from pyro_core.ring.model import InstanceDesc, InstanceState
+
+    async def body(app: Any, members: list[ClusterMember]) -> dict[str, Any]:
+        for m in members:
+            await m.register()
+        await wait_ring(members[1], 2)
+
+        def add_ghost(current: Any) -> tuple[Any, bool]:
+            current.instances["ghost"] = InstanceDesc(
+                id="ghost", addr="10.0.0.9:4040", timestamp=int(EPOCH) - 3600, state=InstanceState.ACTIVE, tokens=[7, 8]
+            )
+            return current, True
+
+        assert members[0].store.cas("collectors/ring", add_ghost, members[0].clock()).ok
+        await wait_ring(members[1], 3)
+        page = await call(app, "/ring")
+        missing = await call(app, "/ring", method="POST", body=b"forget=nobody")
+        empty = await call(app, "/ring", method="POST", body=b"")
+        forgot = await call(app, "/ring", method="POST", body=b"forget=ghost")
+        with trio.fail_after(30):
+            while "ghost" in (members[1].ring() or {}).instances:  # type: ignore[union-attr]
+                await trio.sleep(0.2)
+        again = await call(app, "/ring", {"Accept": "application/json"}, method="POST", body=b"forget=ghost")
+        return {"page": page, "missing": missing, "empty": empty, "forgot": forgot, "again": again,
+                "left": sorted(members[1].ring().instances)}  # type: ignore[union-attr]
+
+    out = run_cluster(storage, ["ingester-0", "ingester-1"], body)
+    text = out["page"][2].decode()
+    # One button, beside the unhealthy instance only.
+    assert text.count("<button") == 1 and 'name="forget" value="ghost"' in text
+    assert out["missing"][0] == 404 and out["empty"][0] == 400
+    status, _, page = out["forgot"]
+    assert status == 200 and b"Instance ghost forgotten." in page and b"10.0.0.9" not in page
+    assert out["left"] == ["ingester-0", "ingester-1"]  # gossiped to the other member
+    assert out["again"][0] == 404

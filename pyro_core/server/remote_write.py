@@ -1,0 +1,1011 @@
+"""Remote write: relay every profile this node accepts to other Pyroscope-compatible instances.
+
+Owns: RelayItem (a profile as it arrived) and its spool encoding; the per-target request (URL, headers,
+auth, tenant, tags merged into the name or the push labels); the retry rules (a sans-I/O core:
+RetryRules / RetryBudget take ``now`` and return decisions); the trio shell (per-target queue or
+spool, workers, an httpx2 client, drain); the remote-write metrics under Pyroscope's exact names; the
+``/remote-write`` status (JSON and HTML).
+Must not know: the ASGI app and routes (app.py calls submit / wait_durable / status_page), command-line
+flags and YAML files (cli.py parses the YAML; relay_config.py checks the section), local storage.
+
+Delivery. Upstream Pyroscope (og) had one bounded queue per target, dropped and counted when it was
+full, POSTed with many workers, treated any non-2xx as an error and never retried. pyro-core keeps
+that shape and adds:
+
+* retries on network errors, timeouts, 408, 429 and 5xx, with exponential backoff and full jitter
+  (``uniform(0, min(max_backoff, min_backoff * 2**attempt))``), never sooner than ``Retry-After``
+  (seconds or an HTTP date, clipped to ``max-retry-after``); other 4xx are permanent failures (counted,
+  the response body logged, truncated); after ``max-retries`` retries an item is given up (counted);
+* a retry budget per target (GCRA: ``retry-budget`` retries per second, bursts of ``retry-burst``), so
+  an outage cannot multiply the load on a target: retries past the budget wait for their slot;
+* an optional durable spool per target (spool.py). Then ``submit`` appends to the spool with one
+  ``write`` (so the record survives ``kill -9`` as soon as ``submit`` returns), workers read from the
+  spool, and a record leaves it only when delivered or given up on. fsync is batched: the HTTP handler
+  awaits :meth:`RemoteWriter.wait_durable` before its 200 (group commit: one fsync covers every append
+  made before it started), and a background task syncs and commits every ``commit-interval`` anyway.
+  With the spool on, ``max-retries`` defaults to unlimited: a target that is down for an hour loses
+  nothing while the spool has room (beyond it, the oldest records are dropped and counted).
+
+Every request carries ``X-Pyro-Core-Profile-Id`` (the relay's id of the profile): delivery is at least
+once, and a pyro-core target drops a profile id it has already stored.
+
+Threads: ``submit``, ``status`` and everything else are called from the trio thread. Spool reads,
+fsyncs and commits run in worker threads (spool.py documents which of its methods allow that).
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import email.utils
+import html
+import json
+import logging
+import math
+import random
+import struct
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Final, Literal
+from urllib.parse import urlencode
+
+import httpx2
+import trio
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from pyro_core.server.names import BadNameError, ParsedName, parse_app_name
+from pyro_core.server.pprof import ProfileError
+from pyro_core.server.push import PushSeries as PushSeries
+from pyro_core.server.push import decode_push_request, encode_push_request
+from pyro_core.server.relay_config import (
+    RemoteWriteConfig,
+    RemoteWriteConfigError,
+    RetryConfig,
+    SpoolConfig,
+    TargetConfig,
+)
+from pyro_core.server.spool import Spool, SpoolEntry
+
+__all__ = [
+    "PROFILE_ID_HEADER",
+    "Action",
+    "Decision",
+    "OutgoingRequest",
+    "RelayItem",
+    "RemoteWriteCollector",
+    "RemoteWriteConfig",
+    "RemoteWriteConfigError",
+    "RemoteWriter",
+    "RetryBudget",
+    "RetryConfig",
+    "RetryRules",
+    "SpoolConfig",
+    "TargetConfig",
+    "backoff_delay",
+    "build_request",
+    "decode_item",
+    "encode_item",
+    "parse_retry_after",
+]
+
+log = logging.getLogger(__name__)
+
+PROFILE_ID_HEADER: Final = "X-Pyro-Core-Profile-Id"
+INGEST_PATH: Final = "/ingest"
+PUSH_PATH: Final = "/push.v1.PusherService/Push"
+LOGGED_BODY_BYTES: Final = 512  # how much of a rejecting target's response body is logged
+USER_AGENT: Final = "pyro-core-remote-write"
+_JSON: Final = "application/json"
+_HTML: Final = "text/html; charset=utf-8"
+
+
+# =================================================================================================
+# The profile being relayed, and its spool encoding
+# =================================================================================================
+
+
+@dataclass(frozen=True)
+class RelayItem:
+    """One profile as the relay accepted it: what is needed to send it again, unchanged."""
+
+    kind: Literal["ingest", "push"]  # legacy /ingest, or Connect /push.v1.PusherService/Push
+    tenant: str  # tenant the relay accepted it for ("anonymous" when multi-tenancy is off)
+    org_id: str | None  # the X-Scope-OrgID header as received (None if absent)
+    params: tuple[tuple[str, str], ...]  # the original query parameters (ingest), in order
+    content_type: str | None
+    content_encoding: str | None
+    body: bytes  # exactly as received
+    profile_id: str  # unique id the relay assigned (uuid4 hex)
+    received_at: float  # unix seconds
+
+
+_ITEM_VERSION: Final = 1
+_ITEM_HEADER: Final = struct.Struct(">BI")  # version, length of the JSON metadata
+
+
+def encode_item(item: RelayItem) -> bytes:
+    """A RelayItem as one spool record: ``u8 version | u32 BE n | n bytes of JSON metadata | body``."""
+    meta = json.dumps(
+        {
+            "kind": item.kind,
+            "tenant": item.tenant,
+            "org_id": item.org_id,
+            "params": item.params,
+            "content_type": item.content_type,
+            "content_encoding": item.content_encoding,
+            "profile_id": item.profile_id,
+            "received_at": item.received_at,
+        },
+        separators=(",", ":"),
+    ).encode()
+    return b"".join((_ITEM_HEADER.pack(_ITEM_VERSION, len(meta)), meta, item.body))
+
+
+def decode_item(data: bytes) -> RelayItem:
+    """The RelayItem of a spool record; ValueError if it is not one."""
+    if len(data) < _ITEM_HEADER.size:
+        raise ValueError("spool record too short")
+    version, n = _ITEM_HEADER.unpack_from(data, 0)
+    if version != _ITEM_VERSION or _ITEM_HEADER.size + n > len(data):
+        raise ValueError(f"unknown spool record (version {version})")
+    meta = json.loads(data[_ITEM_HEADER.size : _ITEM_HEADER.size + n])
+    kind = meta["kind"]
+    if kind not in ("ingest", "push"):
+        raise ValueError(f"unknown relay item kind {kind!r}")
+    return RelayItem(
+        kind=kind,
+        tenant=str(meta["tenant"]),
+        org_id=meta["org_id"],
+        params=tuple((str(k), str(v)) for k, v in meta["params"]),
+        content_type=meta["content_type"],
+        content_encoding=meta["content_encoding"],
+        body=bytes(data[_ITEM_HEADER.size + n :]),
+        profile_id=str(meta["profile_id"]),
+        received_at=float(meta["received_at"]),
+    )
+
+
+# =================================================================================================
+# The request sent to a target (sans-I/O)
+# =================================================================================================
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRequest:
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def _merge_name(name: str, tags: Sequence[tuple[str, str]]) -> str:
+    """`app{k=v}` with the target's tags merged in (a tag of the same key is overridden)."""
+    try:
+        parsed = parse_app_name(name)
+    except BadNameError:
+        return name  # the relay accepted it; the target will judge
+    return ParsedName(parsed.app, {**parsed.tags, **dict(tags)}).normalized
+
+
+def _merge_labels(series: PushSeries, tags: Mapping[str, str]) -> PushSeries:
+    labels = [(k, tags.get(k, v)) for k, v in series.labels]
+    present = {k for k, _ in series.labels}
+    labels.extend((k, v) for k, v in tags.items() if k not in present)
+    return PushSeries(labels=tuple(labels), samples=series.samples)
+
+
+def _push_body(item: RelayItem, tags: Sequence[tuple[str, str]]) -> bytes:
+    if not tags:
+        return item.body
+    content_type = item.content_type or "application/proto"
+    try:
+        series = decode_push_request(item.body, content_type, item.content_encoding)
+    except ProfileError:
+        return item.body  # the relay accepted it; the target will judge
+    tag_map = dict(tags)
+    gzipped = (item.content_encoding or "").strip().lower() == "gzip"
+    return encode_push_request(
+        [_merge_labels(s, tag_map) for s in series], content_type=content_type, compress=gzipped
+    )
+
+
+def _target_headers(target: TargetConfig) -> dict[str, tuple[str, str]]:
+    """The headers a target adds to every request, by lower-cased name (later settings override)."""
+    out: dict[str, tuple[str, str]] = {}
+    for name, value in target.headers:
+        out[name.lower()] = (name, value)
+    if target.basic_auth_user is not None:
+        creds = f"{target.basic_auth_user}:{target.basic_auth_password or ''}".encode()
+        out["authorization"] = ("Authorization", "Basic " + base64.b64encode(creds).decode("ascii"))
+    elif target.auth_token:
+        out["authorization"] = ("Authorization", f"Bearer {target.auth_token}")
+    return out
+
+
+def build_request(
+    target: TargetConfig, item: RelayItem, *, base_headers: Mapping[str, tuple[str, str]] | None = None
+) -> OutgoingRequest:
+    """The POST that relays ``item`` to ``target``. Header precedence: the target's ``headers``, then
+    its auth (Basic over Bearer), then ``X-Scope-OrgID`` (``tenant-id``, else the item's own), then the
+    profile id, Content-Type and Content-Encoding (always the profile's own)."""
+    headers = dict(_target_headers(target) if base_headers is None else base_headers)
+    org_id = target.tenant_id or item.org_id
+    if org_id:
+        headers["x-scope-orgid"] = ("X-Scope-OrgID", org_id)
+    headers[PROFILE_ID_HEADER.lower()] = (PROFILE_ID_HEADER, item.profile_id)
+    for name, value in (("Content-Type", item.content_type), ("Content-Encoding", item.content_encoding)):
+        if value:
+            headers[name.lower()] = (name, value)
+        else:
+            headers.pop(name.lower(), None)
+    if item.kind == "push":
+        url = target.address + PUSH_PATH
+        body = _push_body(item, target.tags)
+    else:
+        params = item.params
+        if target.tags:
+            params = tuple((k, _merge_name(v, target.tags) if k == "name" else v) for k, v in params)
+        url = target.address + INGEST_PATH + ("?" + urlencode(params) if params else "")
+        body = item.body
+    headers.pop("content-length", None)  # the client sets it
+    headers.pop("host", None)
+    return OutgoingRequest(url=url, headers=tuple(headers.values()), body=body)
+
+
+# =================================================================================================
+# Retry rules (sans-I/O: `now` and randomness are arguments)
+# =================================================================================================
+
+
+class Action(Enum):
+    SENT = "sent"  # 2xx: done
+    RETRY = "retry"  # try again at Decision.at
+    REJECTED = "rejected"  # a 4xx other than 408 / 429: permanent failure, never retried
+    GIVE_UP = "give_up"  # retryable, but max-retries is spent
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    at: float  # when to try again (RETRY); otherwise the `now` the decision was made at
+    delay: float = 0.0  # the backoff / Retry-After part of the wait, before the budget
+
+
+def is_retryable(status: int | None) -> bool:
+    """Network errors and timeouts (None), 408, 429 and 5xx are worth another try."""
+    return status is None or status in (408, 429) or status >= 500
+
+
+def parse_retry_after(value: str | None, wall_now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date (relative to the
+    unix time ``wall_now``); None when absent or unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(int(text))
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - wall_now)
+
+
+def backoff_delay(attempt: int, min_backoff: float, max_backoff: float, rand: float) -> float:
+    """Full-jitter exponential backoff before retry number ``attempt + 1``: ``rand`` (in [0, 1)) times
+    ``min(max_backoff, min_backoff * 2**attempt)``."""
+    ceiling = max_backoff if attempt >= 63 else min(max_backoff, min_backoff * (1 << attempt))
+    return rand * ceiling
+
+
+class RetryBudget:
+    """A target's retry budget: at most ``rate`` retries per second, in bursts of at most ``burst``
+    (GCRA, "generic cell rate algorithm"). ``reserve(t)`` books a retry wanted at ``t`` and says when
+    it may run. Retries are booked at the time they want to run, so retries wanting the same moment (a
+    Retry-After seen by every worker) are spread out instead of arriving together."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.interval = 1.0 / rate
+        self.tolerance = (burst - 1) * self.interval
+        self._tat = -math.inf  # the theoretical arrival time of the next retry
+
+    def reserve(self, wanted: float) -> float:
+        tat = max(self._tat, wanted)
+        allowed = max(wanted, tat - self.tolerance)
+        self._tat = max(tat, allowed) + self.interval
+        return allowed
+
+
+class RetryRules:
+    """What to do after an attempt: the retry policy of one target, with its budget's state."""
+
+    def __init__(self, config: RetryConfig) -> None:
+        self.config = config
+        self.budget = RetryBudget(config.budget, config.burst)
+
+    def decide(
+        self,
+        attempt: int,
+        status: int | None,
+        retry_after: str | None = None,
+        *,
+        now: float,
+        wall_now: float,
+        rand: float,
+    ) -> Decision:
+        """``attempt`` counts the retries made so far (0 after the first try); ``status`` is the HTTP
+        status, None for a network error or timeout; ``now`` is the scheduling clock (trio time),
+        ``wall_now`` unix time (for an HTTP-date Retry-After); ``rand`` in [0, 1) drives the jitter."""
+        if status is not None and 200 <= status < 300:
+            return Decision(Action.SENT, now)
+        if not is_retryable(status):
+            return Decision(Action.REJECTED, now)
+        cfg = self.config
+        if cfg.max_retries is not None and attempt >= cfg.max_retries:
+            return Decision(Action.GIVE_UP, now)
+        delay = backoff_delay(attempt, cfg.min_backoff, cfg.max_backoff, rand)
+        wait = parse_retry_after(retry_after, wall_now) if status in (429, 503) else None
+        if wait is not None:
+            delay = max(delay, min(wait, cfg.max_retry_after))
+        return Decision(Action.RETRY, self.budget.reserve(now + delay), delay)
+
+
+# =================================================================================================
+# Metrics
+# =================================================================================================
+
+
+class _ExactCounterType(str):
+    """The metric type "counter", printed as such, but not equal to "counter".
+
+    prometheus_client's text exposition appends ``_total`` to the family name of every counter
+    (OpenMetrics' convention); Go's client_golang, which Pyroscope uses, does not, and the remote-write
+    counters are named without it (``pyroscope_remote_write_queue_dropped``). A family whose type is
+    this string keeps ``# HELP`` / ``# TYPE`` / sample names exactly as given."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    def __ne__(self, other: object) -> bool:
+        return other is not self
+
+    def __hash__(self) -> int:
+        return str.__hash__(self)
+
+
+_GO_COUNTER: Final = _ExactCounterType("counter")
+
+
+def _go_counter(name: str, documentation: str) -> Metric:
+    metric = Metric(name, documentation, "counter")
+    metric.type = _GO_COUNTER
+    return metric
+
+
+#: Histogram buckets of the response time: client_golang's DefBuckets.
+RESPONSE_TIME_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _Histogram:
+    """One label set's histogram (cumulative buckets built at scrape time)."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(RESPONSE_TIME_BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(RESPONSE_TIME_BUCKETS, value)] += 1
+        self.sum += value
+
+
+@dataclass
+class TargetStats:
+    """Counters of one target, plain numbers bumped on the hot path and read at scrape time."""
+
+    sent: int = 0  # profiles delivered (2xx)
+    sent_bytes: int = 0  # body bytes of every request that got a response
+    dropped: int = 0  # not accepted into the queue (full queue, or the spool refused the record)
+    retries: int = 0
+    permanent_failures: int = 0  # 4xx other than 408 / 429: not retried
+    given_up: int = 0  # retryable failures after max-retries
+    lost_on_shutdown: int = 0  # in-memory items still queued when the workers stopped
+    in_flight: int = 0
+    last_error: str | None = None
+    last_error_time: float | None = None
+    last_success_time: float | None = None
+    response_time: dict[str, _Histogram] = field(default_factory=dict)  # by status code
+
+
+class RemoteWriteCollector(Collector):
+    """Scrape-time metrics of a RemoteWriter, with Pyroscope's names and label spellings (spec §5)
+    plus pyro-core's own (``pyro_core_remote_write_*``)."""
+
+    def __init__(self, writer: RemoteWriter) -> None:
+        self.writer = writer
+
+    def describe(self) -> list[Metric]:
+        return []  # collected dynamically
+
+    def collect(self) -> Iterator[Metric]:
+        targets = self.writer._targets
+        camel = ["targetName", "targetAddress"]
+        snake = ["target_name", "target_address"]
+        sent_bytes = _go_counter(
+            "pyroscope_remote_write_client_sent_bytes",
+            "The total number of bytes of data (not metadata) sent to the remote target.",
+        )
+        response = HistogramMetricFamily(
+            "pyroscope_remote_write_client_response_time",
+            "The response time from the remote target, in seconds.",
+            labels=[*camel, "code"],
+        )
+        workers = GaugeMetricFamily(
+            "pyroscope_remote_write_queue_workers_total", "Total number of queue workers.", labels=snake
+        )
+        capacity = GaugeMetricFamily(
+            "pyroscope_remote_write_queue_capacity", "How many items the queue can hold.", labels=snake
+        )
+        pending = GaugeMetricFamily(
+            "pyroscope_remote_write_queue_pending", "How many items are in the queue.", labels=snake
+        )
+        dropped = _go_counter(
+            "pyroscope_remote_write_queue_dropped",
+            "How many items were dropped (as in not accepted into the queue).",
+        )
+        sent = CounterMetricFamily(
+            "pyro_core_remote_write_sent", "Profiles delivered to the remote target (2xx).", labels=snake
+        )
+        retries = CounterMetricFamily(
+            "pyro_core_remote_write_retries", "Uploads tried again after a retryable failure.", labels=snake
+        )
+        permanent = CounterMetricFamily(
+            "pyro_core_remote_write_permanent_failures",
+            "Profiles the remote target rejected with a 4xx other than 408 and 429 (not retried).",
+            labels=snake,
+        )
+        given_up = CounterMetricFamily(
+            "pyro_core_remote_write_given_up",
+            "Profiles given up on after max-retries retryable failures.",
+            labels=snake,
+        )
+        spool_bytes = GaugeMetricFamily(
+            "pyro_core_remote_write_spool_bytes", "Bytes of undelivered profiles in the spool.", labels=snake
+        )
+        spool_entries = GaugeMetricFamily(
+            "pyro_core_remote_write_spool_entries", "Undelivered profiles in the spool.", labels=snake
+        )
+        spool_dropped = CounterMetricFamily(
+            "pyro_core_remote_write_spool_dropped",
+            "Profiles dropped from the spool because it was full (oldest first).",
+            labels=snake,
+        )
+        for t in targets:
+            cfg, stats = t.config, t.stats
+            labels = {"targetName": cfg.name, "targetAddress": cfg.address}
+            values = [cfg.name, cfg.address]
+            sent_bytes.add_sample(sent_bytes.name, labels, stats.sent_bytes)
+            for code, hist in sorted(stats.response_time.items()):
+                cumulative, buckets = 0, []
+                for bound, count in zip((*RESPONSE_TIME_BUCKETS, math.inf), hist.counts, strict=True):
+                    cumulative += count
+                    buckets.append((_bound(bound), cumulative))
+                response.add_metric([*values, code], buckets, hist.sum)
+            workers.add_metric(values, cfg.queue_workers)
+            capacity.add_metric(values, cfg.queue_size)
+            pending.add_metric(values, t.pending)
+            dropped.add_sample(
+                dropped.name, {"target_name": cfg.name, "target_address": cfg.address}, stats.dropped
+            )
+            sent.add_metric(values, stats.sent)
+            retries.add_metric(values, stats.retries)
+            permanent.add_metric(values, stats.permanent_failures)
+            given_up.add_metric(values, stats.given_up)
+            if t.spool is not None:
+                spool_bytes.add_metric(values, t.spool.pending_bytes)
+                spool_entries.add_metric(values, t.spool.pending_entries)
+                spool_dropped.add_metric(values, t.spool.dropped)
+        yield from (sent_bytes, response, workers, capacity, pending, dropped)
+        yield from (sent, retries, permanent, given_up, spool_bytes, spool_entries, spool_dropped)
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == math.inf else repr(bound)
+
+
+# =================================================================================================
+# The trio shell
+# =================================================================================================
+
+
+class _Target:
+    """One target: its queue (in memory, or the spool), its workers and its client."""
+
+    def __init__(
+        self,
+        config: TargetConfig,
+        *,
+        spool_dir: Path,
+        clock: Callable[[], float],
+        rng: random.Random,
+        transport: httpx2.AsyncBaseTransport | None,
+    ) -> None:
+        self.config = config
+        self.stats = TargetStats()
+        self.rules = RetryRules(config.retry)
+        self.clock = clock
+        self.rng = rng
+        self.transport = transport
+        self.base_headers = _target_headers(config)
+        self.spool: Spool | None = None
+        self._send: trio.MemorySendChannel[RelayItem] | None = None
+        self._receive: trio.MemoryReceiveChannel[RelayItem] | None = None
+        if config.spool.enabled:
+            self.spool = Spool(
+                spool_dir,
+                max_bytes=config.spool.max_bytes,
+                segment_bytes=config.spool.segment_bytes,
+                fsync=config.spool.fsync,
+            )
+        else:
+            self._send, self._receive = trio.open_memory_channel[RelayItem](config.queue_size)
+        self._lot = trio.lowlevel.ParkingLot()  # idle spool workers
+        self._changed = trio.Event()  # set (and replaced) whenever the target may have become idle
+        self._append_seq = 0  # spool appends so far
+        self._synced_seq = 0  # appends covered by a finished fsync
+        self._syncing: trio.Event | None = None
+        self._commit_lock = trio.Lock()  # one commit (a worker thread) at a time
+        self._stopped = False
+        self._outstanding = 0  # in-memory items accepted and not yet finished (queued or in delivery)
+
+    # -- accepting -----------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Items waiting for a worker (not counting the ones being delivered)."""
+        if self.spool is not None:
+            return self.spool.unread_entries
+        assert self._send is not None
+        return self._send.statistics().current_buffer_used
+
+    def submit(self, item: RelayItem, record: Callable[[], bytes]) -> None:
+        if self.spool is None:
+            assert self._send is not None
+            try:
+                self._send.send_nowait(item)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                self.stats.dropped += 1
+            else:
+                self._outstanding += 1
+            return
+        if self._stopped:
+            self.stats.dropped += 1
+            return
+        try:
+            accepted = self.spool.append(record())
+        except (OSError, ValueError) as e:
+            self.stats.dropped += 1
+            self._error(f"spool append failed: {e}")
+            return
+        if accepted:
+            self._append_seq += 1
+            self._lot.unpark()
+        else:
+            self.stats.dropped += 1
+
+    # -- durability (spool) ----------------------------------------------------------------------
+
+    async def wait_synced(self) -> None:
+        """Return once every record appended before the call is fsynced (group commit)."""
+        spool = self.spool
+        if spool is None or not spool.fsync:
+            return
+        wanted = self._append_seq
+        while self._synced_seq < wanted:
+            if self._syncing is not None:
+                await self._syncing.wait()
+                continue
+            self._syncing = done = trio.Event()
+            covered = self._append_seq
+            try:
+                await trio.to_thread.run_sync(spool.sync)
+                self._synced_seq = max(self._synced_seq, covered)
+            finally:
+                self._syncing = None
+                done.set()
+
+    async def commit(self) -> None:
+        spool = self.spool
+        if spool is None:
+            return
+        async with self._commit_lock:
+            await self.wait_synced()
+            position = spool.commit_position()
+            await trio.to_thread.run_sync(spool.commit, position)
+
+    async def _maintain(self, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            try:
+                await self.commit()
+            except OSError as e:
+                self._error(f"spool commit failed: {e}")
+
+    # -- delivering ------------------------------------------------------------------------------
+
+    def _error(self, message: str) -> None:
+        self.stats.last_error = message
+        self.stats.last_error_time = self.clock()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being delivered."""
+        if self.spool is not None:
+            return self.spool.pending_entries == 0 and self.stats.in_flight == 0
+        return self._outstanding == 0
+
+    async def wait_idle(self) -> None:
+        while not self.idle:
+            await self._changed.wait()
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config
+        limits = httpx2.Limits(max_connections=cfg.queue_workers, max_keepalive_connections=cfg.queue_workers)
+        client_kwargs: dict[str, Any] = {"timeout": cfg.timeout, "limits": limits}
+        if self.transport is not None:
+            client_kwargs["transport"] = self.transport
+        try:
+            async with httpx2.AsyncClient(**client_kwargs) as client, trio.open_nursery() as nursery:
+                for _ in range(cfg.queue_workers):
+                    nursery.start_soon(self._worker, client)
+                if self.spool is not None:
+                    nursery.start_soon(self._maintain, cfg.spool.commit_interval)
+                task_status.started()
+        finally:
+            self._stopped = True
+            if self._send is not None:
+                lost = self._send.statistics().current_buffer_used
+                if lost:
+                    self.stats.lost_on_shutdown += lost
+                    log.warning("remote write %s: %d queued profiles lost on shutdown", cfg.name, lost)
+            if self.spool is not None:
+                with trio.CancelScope(shield=True):
+                    try:
+                        async with self._commit_lock:
+                            await trio.to_thread.run_sync(self.spool.close)
+                    except OSError:
+                        log.exception("remote write %s: closing the spool failed", cfg.name)
+
+    async def _worker(self, client: httpx2.AsyncClient) -> None:
+        if self.spool is None:
+            assert self._receive is not None
+            async for item in self._receive:
+                self.stats.in_flight += 1
+                try:
+                    await self._deliver(client, item)
+                finally:
+                    self.stats.in_flight -= 1
+                    self._outstanding -= 1
+                    self._notify()
+        else:
+            spool = self.spool
+            while True:
+                entry = spool.next_unread()
+                if entry is None:
+                    await self._lot.park()
+                    continue
+                await self._deliver_entry(client, spool, entry)
+
+    async def _deliver_entry(self, client: httpx2.AsyncClient, spool: Spool, entry: SpoolEntry) -> None:
+        self.stats.in_flight += 1
+        done = False
+        try:
+            try:
+                data = await trio.to_thread.run_sync(spool.read, entry)
+                item = decode_item(data)
+            except (OSError, ValueError) as e:
+                log.error("remote write %s: unreadable spool record dropped: %s", self.config.name, e)
+                self._error(f"unreadable spool record: {e}")
+                self.stats.given_up += 1
+                done = True
+                return
+            await self._deliver(client, item)
+            done = True
+        finally:
+            if done:
+                spool.ack(entry)
+            else:  # cancelled (shutdown): delivered again after the restart
+                spool.release(entry)
+            self.stats.in_flight -= 1
+            self._notify()
+
+    async def _attempt(
+        self, client: httpx2.AsyncClient, request: OutgoingRequest
+    ) -> tuple[int | None, str | None]:
+        """One POST: (status or None for a network error / timeout, Retry-After)."""
+        cfg, stats = self.config, self.stats
+        start = trio.current_time()
+        response: httpx2.Response | None = None
+        error: str | None = None
+        with trio.move_on_after(cfg.timeout) as scope:
+            try:
+                response = await client.post(request.url, content=request.body, headers=list(request.headers))
+            except httpx2.HTTPError as e:
+                error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        if scope.cancelled_caught:
+            error = f"timeout after {cfg.timeout:g}s"
+        if response is None:
+            self._error(f"POST {request.url}: {error}")
+            return None, None
+        code = str(response.status_code)
+        hist = stats.response_time.get(code)
+        if hist is None:
+            hist = stats.response_time[code] = _Histogram()
+        hist.observe(trio.current_time() - start)
+        stats.sent_bytes += len(request.body)
+        if not 200 <= response.status_code < 300:
+            text = response.content[:LOGGED_BODY_BYTES].decode("utf-8", "replace")
+            self._error(f"POST {request.url}: HTTP {response.status_code}: {text}")
+        return response.status_code, response.headers.get("retry-after")
+
+    async def _deliver(self, client: httpx2.AsyncClient, item: RelayItem) -> None:
+        cfg, stats = self.config, self.stats
+        try:
+            request = build_request(cfg, item, base_headers=self.base_headers)
+        except Exception as e:  # never let one odd profile kill a worker
+            log.exception("remote write %s: cannot build the request for %s", cfg.name, item.profile_id)
+            self._error(f"cannot build request: {e}")
+            stats.permanent_failures += 1
+            return
+        attempt = 0
+        while True:
+            status, retry_after = await self._attempt(client, request)
+            decision = self.rules.decide(
+                attempt,
+                status,
+                retry_after,
+                now=trio.current_time(),
+                wall_now=self.clock(),
+                rand=self.rng.random(),
+            )
+            if decision.action is Action.SENT:
+                stats.sent += 1
+                stats.last_success_time = self.clock()
+                return
+            if decision.action is Action.REJECTED:
+                stats.permanent_failures += 1
+                log.warning(
+                    "remote write %s: profile %s rejected, not retried: %s",
+                    cfg.name,
+                    item.profile_id,
+                    stats.last_error,
+                )
+                return
+            if decision.action is Action.GIVE_UP:
+                stats.given_up += 1
+                log.warning(
+                    "remote write %s: profile %s given up after %d retries: %s",
+                    cfg.name,
+                    item.profile_id,
+                    attempt,
+                    stats.last_error,
+                )
+                return
+            stats.retries += 1
+            attempt += 1
+            await trio.sleep_until(decision.at)
+
+
+class RemoteWriter:
+    """Relays profiles to every configured target (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: RemoteWriteConfig,
+        *,
+        registry: CollectorRegistry,
+        data_dir: Path,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        """Spools live under ``data_dir / "remote-write" / <target name>`` and are opened (and recovered)
+        here, so a bad spool directory fails at start. ``rng`` drives the backoff jitter; ``transport``
+        replaces the network (tests)."""
+        self.config = config
+        self.clock = clock
+        rng = rng if rng is not None else random.Random()
+        targets = config.targets if config.active else ()
+        self._targets: list[_Target] = [
+            _Target(
+                t,
+                spool_dir=Path(data_dir) / "remote-write" / t.name,
+                clock=clock,
+                rng=random.Random(rng.random()),
+                transport=transport,
+            )
+            for t in targets
+        ]
+        self._spooled = [t for t in self._targets if t.spool is not None]
+        self.collector = RemoteWriteCollector(self)
+        registry.register(self.collector)
+
+    @property
+    def disable_local_writes(self) -> bool:
+        return self.config.active and self.config.disable_local_writes
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._targets)
+
+    @property
+    def durable(self) -> bool:
+        """True when some target spools: the HTTP handler should await wait_durable before its 200."""
+        return any(t.config.spool.fsync for t in self._spooled)
+
+    def submit(self, item: RelayItem) -> None:
+        """Queue ``item`` for every target. Never blocks, never raises: a full in-memory queue drops the
+        item and counts it; a spooled target appends it to its spool (one write, no fsync)."""
+        record: bytes | None = None
+
+        def encoded() -> bytes:
+            nonlocal record
+            if record is None:
+                record = encode_item(item)
+            return record
+
+        for target in self._targets:
+            try:
+                target.submit(item, encoded)
+            except Exception:  # submit must never raise into the ingest path
+                target.stats.dropped += 1
+                log.exception("remote write %s: submit failed", target.config.name)
+
+    async def wait_durable(self) -> None:
+        """Return once everything submitted so far is fsynced in every spool (one batched fsync per
+        spool covers all the appends made before it started). Raises OSError if an fsync fails."""
+        if len(self._spooled) == 1:
+            await self._spooled[0].wait_synced()
+            return
+        async with trio.open_nursery() as nursery:
+            for target in self._spooled:
+                nursery.start_soon(target.wait_synced)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every target's workers until cancelled. On the way out, each spool is synced, committed
+        and closed; in-memory items still queued are lost (counted in ``status()``)."""
+        async with trio.open_nursery() as nursery:
+            for target in self._targets:
+                await nursery.start(target.run)
+            task_status.started()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for every queue to empty (call before cancelling ``run``).
+        Spooled items not delivered by then stay in the spool, which is committed here."""
+        with trio.move_on_after(timeout):
+            for target in self._targets:
+                await target.wait_idle()
+        with trio.CancelScope(shield=True):
+            for target in self._spooled:
+                try:
+                    await target.commit()
+                except OSError:
+                    log.exception("remote write %s: spool commit failed", target.config.name)
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready snapshot: per target its queue, spool, counters, last error and last success."""
+        targets = []
+        for t in self._targets:
+            cfg, s = t.config, t.stats
+            spool: dict[str, Any] | None = None
+            if t.spool is not None:
+                st = t.spool.stats()
+                spool = {
+                    "entries": st.entries,
+                    "bytes": st.bytes,
+                    "disk_bytes": st.disk_bytes,
+                    "max_bytes": cfg.spool.max_bytes,
+                    "segments": st.segments,
+                    "dropped": st.dropped,
+                    "recovered": st.recovered,
+                    "torn_tails": st.torn_tails,
+                    "corrupt_records": st.corrupt_records,
+                }
+            targets.append(
+                {
+                    "name": cfg.name,
+                    "address": cfg.address,
+                    "queue": {"depth": t.pending, "capacity": cfg.queue_size},
+                    "workers": cfg.queue_workers,
+                    "in_flight": s.in_flight,
+                    "spool": spool,
+                    "sent": s.sent,
+                    "sent_bytes": s.sent_bytes,
+                    "dropped": s.dropped,
+                    "retries": s.retries,
+                    "permanent_failures": s.permanent_failures,
+                    "given_up": s.given_up,
+                    "lost_on_shutdown": s.lost_on_shutdown,
+                    "last_error": s.last_error,
+                    "last_error_time": s.last_error_time,
+                    "last_success_time": s.last_success_time,
+                }
+            )
+        return {
+            "enabled": self.enabled,
+            "disable_local_writes": self.disable_local_writes,
+            "targets": targets,
+        }
+
+    def status_page(self, accept: str) -> tuple[bytes, str]:
+        """``(body, content type)`` of ``/remote-write``: JSON when ``accept`` asks for it, else HTML."""
+        status = self.status()
+        if "application/json" in accept.lower():
+            return json.dumps(status, indent=2).encode(), _JSON
+        return _html_page(status, self.clock()).encode(), _HTML
+
+
+def _when(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "never"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    return f"{stamp} ({max(0.0, now - ts):.0f}s ago)"
+
+
+def _rows(cells: Iterable[tuple[str, object]]) -> str:
+    return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in cells)
+
+
+def _html_page(status: Mapping[str, Any], now: float) -> str:
+    sections = []
+    if not status["targets"]:
+        sections.append("<p>Remote write is not enabled.</p>")
+    else:
+        mode = "relay only (local writes disabled)" if status["disable_local_writes"] else "local writes on"
+        sections.append(f"<p>{html.escape(mode)}</p>")
+    for t in status["targets"]:
+        spool = t["spool"]
+        spool_text = (
+            "off"
+            if spool is None
+            else f"{spool['entries']} entries, {spool['bytes']} / {spool['max_bytes']} bytes, "
+            f"{spool['dropped']} dropped"
+        )
+        cells = [
+            ("address", t["address"]),
+            ("queue", f"{t['queue']['depth']} / {t['queue']['capacity']}"),
+            ("workers", f"{t['workers']} ({t['in_flight']} delivering)"),
+            ("spool", spool_text),
+            ("sent", f"{t['sent']} profiles, {t['sent_bytes']} bytes"),
+            ("dropped", t["dropped"]),
+            ("retries", t["retries"]),
+            ("permanent failures", t["permanent_failures"]),
+            ("given up", t["given_up"]),
+            ("last success", _when(t["last_success_time"], now)),
+            ("last error", f"{t['last_error'] or 'none'} — {_when(t['last_error_time'], now)}"),
+        ]
+        sections.append(f"<h2>{html.escape(t['name'])}</h2>\n<table>{_rows(cells)}</table>")
+    body = "\n".join(sections)
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Remote write</title>"
+        "<style>body{font-family:sans-serif}th{text-align:left;padding-right:1em}</style></head>"
+        f"<body><h1>Remote write</h1>\n{body}\n</body></html>\n"
+    )

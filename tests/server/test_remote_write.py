@@ -1,0 +1,673 @@
+# The remote-write shell against real targets on loopback: hypercorn (trio worker) serving a tiny ASGI
+# app that records what arrives and can be told to fail, be slow, or be down. Time is trio's MockClock
+# (with a small autojump threshold so loopback I/O is never mistaken for idleness); no assertion
+# depends on wall-clock durations.
+from __future__ import annotations
+
+import base64
+import gzip
+import itertools
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import trio
+import trio.testing
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+from prometheus_client import CollectorRegistry, generate_latest
+
+from pyro_core.server.push import decode_push_request, encode_push_request
+from pyro_core.server.remote_write import (
+    PROFILE_ID_HEADER,
+    RelayItem,
+    RemoteWriteConfig,
+    RemoteWriter,
+    encode_item,
+)
+
+NOW = 1_700_000_000.0
+
+
+# -- a target ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    path: str
+    params: list[tuple[str, str]]
+    headers: dict[str, str]
+    body: bytes
+    at: float  # trio time
+
+
+@dataclass
+class FakeTarget:
+    """Records every request; answers from `script` (status, headers) first, then `default`.
+    Like a pyro-core target, it stores a profile id once (`stored`) and counts duplicates."""
+
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    default: int = 200
+    delay: float = 0.0
+    require: dict[str, str] = field(default_factory=dict)  # headers a request must carry, else 401
+    requests: list[Received] = field(default_factory=list)
+    stored: dict[str, Received] = field(default_factory=dict)
+    duplicates: int = 0
+    url: str = ""
+
+    async def app(
+        self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], send: Any
+    ) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        req = Received(
+            path=scope["path"],
+            params=parse_qsl(scope["query_string"].decode(), keep_blank_values=True),
+            headers=headers,
+            body=body,
+            at=trio.current_time(),
+        )
+        self.requests.append(req)
+        if self.delay:
+            await trio.sleep(self.delay)
+        status, extra = self.script.pop(0) if self.script else (self.default, {})
+        if any(headers.get(k.lower()) != v for k, v in self.require.items()):
+            status, extra = 401, {}
+        if status == 200:
+            pid = headers.get(PROFILE_ID_HEADER.lower(), "")
+            if pid in self.stored:
+                self.duplicates += 1
+            else:
+                self.stored[pid] = req
+        answer = b"" if status == 200 else f"status {status} from the target".encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode(), v.encode()) for k, v in extra.items()],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+
+@asynccontextmanager
+async def serving(target: FakeTarget, port: int = 0) -> AsyncIterator[int]:
+    """Serve `target` on 127.0.0.1:port until the block ends (then it is down: connections refused)."""
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.graceful_timeout = 0.5
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        app: Any = target.app
+        binds = await nursery.start(
+            lambda task_status: hypercorn_serve(
+                app, config, shutdown_trigger=stop.wait, task_status=task_status
+            )
+        )
+        bound = int(binds[0].rsplit(":", 1)[1])
+        target.url = f"http://127.0.0.1:{bound}"
+        try:
+            yield bound
+        finally:
+            stop.set()
+
+
+def run(fn: Callable[[], Awaitable[None]]) -> None:
+    trio.run(fn, clock=trio.testing.MockClock(autojump_threshold=0.02))
+
+
+def item(i: int = 0, *, name: str = "myapp.cpu{env=prod}", org_id: str | None = None) -> RelayItem:
+    return RelayItem(
+        kind="ingest",
+        tenant=org_id or "anonymous",
+        org_id=org_id,
+        params=(("name", name), ("from", "1700000000"), ("until", "1700000010"), ("format", "folded")),
+        content_type="text/plain",
+        content_encoding=None,
+        body=f"main;work;f{i} {i + 1}\n".encode(),
+        profile_id=uuid.uuid4().hex,
+        received_at=NOW,
+    )
+
+
+def config(targets: dict[str, dict[str, Any]], **top: Any) -> RemoteWriteConfig:
+    return RemoteWriteConfig.from_mapping({"enabled": True, "targets": targets, **top})
+
+
+async def wait_until(predicate: Callable[[], bool], limit: float = 600.0) -> None:
+    with trio.fail_after(limit):
+        while not predicate():
+            await trio.sleep(0.05)
+
+
+@asynccontextmanager
+async def relaying(writer: RemoteWriter) -> AsyncIterator[RemoteWriter]:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        try:
+            yield writer
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def target_status(writer: RemoteWriter, name: str) -> dict[str, Any]:
+    return next(t for t in writer.status()["targets"] if t["name"] == name)
+
+
+# -- metrics ----------------------------------------------------------------------------------------
+
+
+def test_metrics_exposition_uses_pyroscopes_exact_names_and_labels(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    RemoteWriter(
+        config({"my-cluster": {"address": "http://bar:4040", "queue-workers": 4}}),
+        registry=registry,
+        data_dir=tmp_path,
+    )
+    text = generate_latest(registry).decode()
+    # The seed's example line (prometheus_client prints every value as a float: "0.0" for Go's "0").
+    assert re.search(
+        r'^pyroscope_remote_write_queue_pending\{target_address="http://bar:4040",target_name="my-cluster"\} 0(\.0)?$',
+        text,
+        re.M,
+    )
+    lines = set(text.splitlines())
+    # Counters keep Go's names: no "_total" appended, in HELP, TYPE and samples alike.
+    assert "# TYPE pyroscope_remote_write_queue_dropped counter" in lines
+    assert (
+        'pyroscope_remote_write_queue_dropped{target_address="http://bar:4040",target_name="my-cluster"} 0.0'
+        in lines
+    )
+    assert "# TYPE pyroscope_remote_write_client_sent_bytes counter" in lines
+    assert (
+        'pyroscope_remote_write_client_sent_bytes{targetAddress="http://bar:4040",targetName="my-cluster"} 0.0'
+        in lines
+    )
+    assert "# TYPE pyroscope_remote_write_client_response_time histogram" in lines
+    assert (
+        'pyroscope_remote_write_queue_workers_total{target_address="http://bar:4040",target_name="my-cluster"} 4.0'
+        in lines
+    )
+    assert (
+        'pyroscope_remote_write_queue_capacity{target_address="http://bar:4040",target_name="my-cluster"} 100.0'
+        in lines
+    )
+    assert "_total_total" not in text
+    assert "pyroscope_remote_write_queue_dropped_total" not in text
+
+
+def test_metrics_count_what_happened(tmp_path: Path) -> None:
+    target = FakeTarget(script=[(503, {}), (200, {}), (400, {})])
+    registry = CollectorRegistry()
+
+    async def main() -> None:
+        async with serving(target):
+            writer = RemoteWriter(
+                config({"t": {"address": target.url, "queue-workers": 1, "min-backoff": "1s"}}),
+                registry=registry,
+                data_dir=tmp_path,
+            )
+            async with relaying(writer):
+                for i in range(3):
+                    writer.submit(item(i))
+                await writer.drain(60)
+            text = generate_latest(registry).decode()
+            labels_camel = f'targetAddress="{target.url}",targetName="t"'
+            labels = f'target_address="{target.url}",target_name="t"'
+            sent = sum(len(r.body) for r in target.requests)
+            assert f"pyroscope_remote_write_client_sent_bytes{{{labels_camel}}} {float(sent)}" in text
+            assert (
+                f'pyroscope_remote_write_client_response_time_count{{code="200",{labels_camel}}} 2.0' in text
+            )
+            assert (
+                f'pyroscope_remote_write_client_response_time_count{{code="503",{labels_camel}}} 1.0' in text
+            )
+            assert (
+                f'pyroscope_remote_write_client_response_time_count{{code="400",{labels_camel}}} 1.0' in text
+            )
+            assert f"pyro_core_remote_write_sent_total{{{labels}}} 2.0" in text
+            assert f"pyro_core_remote_write_retries_total{{{labels}}} 1.0" in text
+            assert f"pyro_core_remote_write_permanent_failures_total{{{labels}}} 1.0" in text
+
+    run(main)
+
+
+# -- what arrives -----------------------------------------------------------------------------------
+
+
+def test_headers_auth_tenant_and_tags_arrive_as_configured(tmp_path: Path) -> None:
+    basic = "Basic " + base64.b64encode(b"u:p").decode()
+    bar = FakeTarget(require={"Authorization": "Bearer tok", "X-Extra-Header": "Value"})
+    baz = FakeTarget(require={"Authorization": basic, "X-Scope-OrgID": "t1"})
+
+    async def main() -> None:
+        async with serving(bar), serving(baz):
+            cfg = config(
+                {
+                    "bar": {
+                        "address": bar.url,
+                        "auth-token": "tok",
+                        "tags": {"foo": "bar", "env": "staging"},
+                        "headers": {"X-Extra-Header": "Value", "Content-Type": "wrong/type"},
+                    },
+                    "baz": {
+                        "address": baz.url + "/",
+                        "auth-token": "ignored",
+                        "basic-auth-user": "u",
+                        "basic-auth-password": "p",
+                        "tenant-id": "t1",
+                        "headers": {"X-Scope-OrgID": "overridden"},
+                    },
+                }
+            )
+            writer = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path)
+            sent = [item(i, org_id="client-org") for i in range(5)]
+            async with relaying(writer):
+                for it in sent:
+                    writer.submit(it)
+                await writer.drain(60)
+            for target in (bar, baz):
+                assert sorted(target.stored) == sorted(it.profile_id for it in sent)
+                assert target.duplicates == 0
+            for it in sent:
+                got = bar.stored[it.profile_id]
+                assert got.path == "/ingest"
+                params = dict(got.params)
+                assert params["name"] == "myapp.cpu{env=staging,foo=bar}"  # tags merged, overriding
+                assert [k for k, _ in got.params] == ["name", "from", "until", "format"]
+                assert got.body == it.body
+                assert got.headers["content-type"] == "text/plain"  # always the profile's own
+                assert got.headers["x-scope-orgid"] == "client-org"  # forwarded when no tenant-id
+                other = baz.stored[it.profile_id]
+                assert dict(other.params)["name"] == "myapp.cpu{env=prod}"
+                assert other.headers["x-scope-orgid"] == "t1"
+
+    run(main)
+
+
+def test_push_profiles_go_to_the_push_endpoint_with_the_targets_tags(tmp_path: Path) -> None:
+    target = FakeTarget()
+    body = encode_push_request(
+        [({"__name__": "process_cpu", "service_name": "svc", "env": "prod"}, [b"pprof-bytes"])], compress=True
+    )
+    pushed = RelayItem(
+        kind="push",
+        tenant="anonymous",
+        org_id=None,
+        params=(),
+        content_type="application/proto",
+        content_encoding="gzip",
+        body=body,
+        profile_id=uuid.uuid4().hex,
+        received_at=NOW,
+    )
+
+    async def main() -> None:
+        async with serving(target):
+            cfg = config({"t": {"address": target.url, "tags": {"env": "relayed", "cluster": "c1"}}})
+            writer = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path)
+            async with relaying(writer):
+                writer.submit(pushed)
+                await writer.drain(60)
+        (got,) = target.requests
+        assert got.path == "/push.v1.PusherService/Push"
+        assert got.headers["content-encoding"] == "gzip"
+        assert gzip.decompress(got.body)  # still gzipped
+        (series,) = decode_push_request(got.body, "application/proto", "gzip")
+        assert series.label_dict() == {
+            "__name__": "process_cpu",
+            "service_name": "svc",
+            "env": "relayed",
+            "cluster": "c1",
+        }
+        assert series.samples[0].raw_profile == b"pprof-bytes"
+
+    run(main)
+
+
+# -- retries ----------------------------------------------------------------------------------------
+
+
+def test_429_with_retry_after_is_honoured(tmp_path: Path) -> None:
+    target = FakeTarget(script=[(429, {"Retry-After": "30"})])
+
+    async def main() -> None:
+        async with serving(target):
+            cfg = config({"t": {"address": target.url, "min-backoff": "10ms", "max-backoff": "100ms"}})
+            writer = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path)
+            async with relaying(writer):
+                writer.submit(item())
+                await writer.drain(600)
+        first, second = target.requests
+        assert 30.0 <= second.at - first.at < 31.0  # virtual time: the backoff alone would be <= 100ms
+        assert len(target.stored) == 1
+        assert target_status(writer, "t")["retries"] == 1
+
+    run(main)
+
+
+def test_retry_after_as_an_http_date_is_honoured(tmp_path: Path) -> None:
+    target = FakeTarget(script=[(503, {"Retry-After": "Tue, 14 Nov 2023 22:13:40 GMT"})])  # NOW + 20 s
+
+    async def main() -> None:
+        async with serving(target):
+            cfg = config({"t": {"address": target.url, "min-backoff": "10ms", "max-backoff": "100ms"}})
+            writer = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path, clock=lambda: NOW)
+            async with relaying(writer):
+                writer.submit(item())
+                await writer.drain(600)
+        first, second = target.requests
+        assert 20.0 <= second.at - first.at < 21.0
+
+    run(main)
+
+
+def test_400_is_a_permanent_failure_and_not_retried(tmp_path: Path) -> None:
+    target = FakeTarget(default=400)
+
+    async def main() -> None:
+        async with serving(target):
+            writer = RemoteWriter(
+                config({"t": {"address": target.url}}), registry=CollectorRegistry(), data_dir=tmp_path
+            )
+            async with relaying(writer):
+                writer.submit(item())
+                await writer.drain(600)
+        assert len(target.requests) == 1
+        st = target_status(writer, "t")
+        assert (st["permanent_failures"], st["retries"], st["sent"]) == (1, 0, 0)
+        assert "HTTP 400: status 400 from the target" in st["last_error"]
+
+    run(main)
+
+
+def test_5xx_is_retried_until_max_retries_then_given_up(tmp_path: Path) -> None:
+    target = FakeTarget(default=500)
+
+    async def main() -> None:
+        async with serving(target):
+            cfg = config({"t": {"address": target.url, "max-retries": 3, "max-backoff": "1s"}})
+            writer = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path)
+            async with relaying(writer):
+                writer.submit(item())
+                await writer.drain(600)
+        assert len(target.requests) == 4
+        st = target_status(writer, "t")
+        assert (st["retries"], st["given_up"]) == (3, 1)
+
+    run(main)
+
+
+def test_retry_budget_spreads_retries_of_an_outage(tmp_path: Path) -> None:
+    # 20 profiles fail at once; the budget (2 retries/s, burst 1) spaces their retries >= 0.5 s apart.
+    target = FakeTarget(script=[(503, {})] * 20)
+
+    async def main() -> None:
+        async with serving(target):
+            cfg = config(
+                {
+                    "t": {
+                        "address": target.url,
+                        "queue-workers": 20,
+                        "min-backoff": "1ms",
+                        "max-backoff": "1ms",
+                        "retry-budget": 2,
+                        "retry-burst": 1,
+                    }
+                }
+            )
+            writer = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path)
+            async with relaying(writer):
+                for i in range(20):
+                    writer.submit(item(i))
+                await writer.drain(600)
+        retries = sorted(r.at for r in target.requests[20:])
+        assert len(retries) == 20 and len(target.stored) == 20
+        assert all(b - a >= 0.5 - 1e-6 for a, b in itertools.pairwise(retries))
+
+    run(main)
+
+
+# -- outages ----------------------------------------------------------------------------------------
+
+
+def test_target_down_then_back_with_spool_loses_nothing(tmp_path: Path) -> None:
+    target = FakeTarget()
+
+    async def main() -> None:
+        async with serving(target) as port:
+            url = target.url
+        # The target is down now (connections refused).
+        cfg = config(
+            {"t": {"address": url, "queue-workers": 4, "queue-size": 5, "max-backoff": "2s", "spool": True}}
+        )
+        writer = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path)
+        sent = [item(i) for i in range(50)]
+        async with relaying(writer):
+            for it in sent:
+                writer.submit(it)  # far more than queue-size: the spool takes them all
+            await writer.wait_durable()
+            await trio.sleep(30)
+            st = target_status(writer, "t")
+            assert st["dropped"] == 0 and st["retries"] > 0 and st["spool"]["entries"] == 50
+            async with serving(target, port):
+                await writer.drain(600)
+                assert target_status(writer, "t")["spool"]["entries"] == 0
+        assert sorted(target.stored) == sorted(it.profile_id for it in sent)
+        assert target_status(writer, "t")["dropped"] == 0
+
+    run(main)
+
+
+def test_target_down_without_spool_counts_drops_exactly_and_submit_never_blocks(tmp_path: Path) -> None:
+    target = FakeTarget()
+
+    async def main() -> None:
+        async with serving(target) as port:
+            url = target.url
+        cfg = config({"t": {"address": url, "queue-workers": 2, "queue-size": 5, "max-retries": "unlimited"}})
+        registry = CollectorRegistry()
+        writer = RemoteWriter(cfg, registry=registry, data_dir=tmp_path)
+        sent = [item(i) for i in range(40)]
+        async with relaying(writer):
+            await trio.sleep(0)
+            for it in sent[:2]:
+                writer.submit(it)
+            await trio.sleep(1)  # the two workers now hold one profile each, retrying
+            start = trio.current_time()
+            for it in sent[2:]:
+                writer.submit(it)  # synchronous: no checkpoint, so it cannot have waited
+            assert trio.current_time() == start
+            st = target_status(writer, "t")
+            assert st["dropped"] == 40 - 2 - 5 and st["queue"]["depth"] == 5
+            text = generate_latest(registry).decode()
+            assert (
+                f'pyroscope_remote_write_queue_dropped{{target_address="{url}",target_name="t"}} 33.0' in text
+            )
+            async with serving(target, port):
+                await writer.drain(600)
+        assert len(target.stored) == 7
+        assert set(target.stored) == {it.profile_id for it in sent[:7]}
+
+    run(main)
+
+
+def test_slow_target_times_out_and_is_retried(tmp_path: Path) -> None:
+    target = FakeTarget(delay=5.0)
+
+    async def main() -> None:
+        async with serving(target):
+            cfg = config(
+                {"t": {"address": target.url, "timeout": "1s", "max-retries": 2, "min-backoff": "1s"}}
+            )
+            writer = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path)
+            async with relaying(writer):
+                writer.submit(item())
+                await writer.drain(600)
+        st = target_status(writer, "t")
+        assert (st["retries"], st["given_up"]) == (2, 1)
+        assert "timeout" in st["last_error"]
+
+    run(main)
+
+
+def test_spooled_profiles_survive_a_relay_restart(tmp_path: Path) -> None:
+    target = FakeTarget()
+
+    async def main() -> None:
+        async with serving(target) as port:
+            url = target.url
+        cfg = config({"t": {"address": url, "spool": {"max-bytes": "1MiB"}}})
+        sent = [item(i) for i in range(10)]
+        first = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path)
+        async with relaying(first):
+            for it in sent:
+                first.submit(it)
+            await first.wait_durable()
+            await trio.sleep(5)
+        # A new relay process over the same data directory delivers them.
+        second = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path)
+        assert target_status(second, "t")["spool"]["recovered"] == 10
+        async with serving(target, port), relaying(second):
+            await second.drain(600)
+        assert sorted(target.stored) == sorted(it.profile_id for it in sent)
+
+    run(main)
+
+
+def test_relay_crash_with_a_spool_loses_nothing_and_duplicates_nothing_committed(tmp_path: Path) -> None:
+    # Ten profiles are delivered and committed; the target goes down; ten more are submitted and the
+    # relay "dies" (its spool is never synced, committed or closed: kill -9). A new relay over the same
+    # data directory recovers exactly the ten undelivered ones and delivers them when the target is back.
+    target = FakeTarget()
+    sent = [item(i) for i in range(20)]
+
+    async def main() -> None:
+        async with serving(target) as port:
+            url = target.url
+            cfg = config({"t": {"address": url, "queue-workers": 2, "max-backoff": "1s", "spool": True}})
+            first = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(first.run)
+                for it in sent[:10]:
+                    first.submit(it)
+                await first.drain(600)
+                nursery.cancel_scope.cancel()
+                dying = first._targets[0].spool
+                assert dying is not None
+                dying.close = lambda: None  # type: ignore[method-assign]  # the process is gone
+        first = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path)  # target down now
+        async with trio.open_nursery() as nursery:
+            await nursery.start(first.run)
+            for it in sent[10:]:
+                first.submit(it)
+            await trio.sleep(5)  # workers retrying against the dead target
+            assert target_status(first, "t")["retries"] > 0
+            dying = first._targets[0].spool
+            assert dying is not None
+            dying.close = lambda: None  # type: ignore[method-assign]
+            nursery.cancel_scope.cancel()
+        second = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path)
+        assert target_status(second, "t")["spool"]["recovered"] == 10
+        async with serving(target, port), relaying(second):
+            await second.drain(600)
+        assert sorted(target.stored) == sorted(it.profile_id for it in sent)
+        assert target.duplicates == 0
+
+    run(main)
+
+
+def test_full_spool_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
+    cfg = config({"t": {"address": "http://127.0.0.1:1", "spool": {"max-bytes": 1000, "segment-bytes": 400}}})
+    registry = CollectorRegistry()
+    writer = RemoteWriter(cfg, registry=registry, data_dir=tmp_path)
+    sent = [item(i) for i in range(30)]
+    for it in sent:
+        writer.submit(it)
+    st = target_status(writer, "t")
+    size = len(encode_item(sent[0]))
+    kept = 1000 // size
+    assert st["spool"]["entries"] == kept and st["spool"]["dropped"] == 30 - kept and st["dropped"] == 0
+    text = generate_latest(registry).decode()
+    assert (
+        'pyro_core_remote_write_spool_dropped_total{target_address="http://127.0.0.1:1",target_name="t"} '
+        + f"{float(30 - kept)}"
+        in text
+    )
+    assert (
+        'pyro_core_remote_write_spool_entries{target_address="http://127.0.0.1:1",target_name="t"} '
+        + f"{float(kept)}"
+        in text
+    )
+
+
+def test_wait_durable_batches_fsyncs(tmp_path: Path, monkeypatch: Any) -> None:
+    calls = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)  # the spool's fsyncs (and any other's meanwhile)
+    cfg = config({"t": {"address": "http://127.0.0.1:1", "spool": True}})
+    writer = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path)
+    calls.clear()
+
+    async def main() -> None:
+        async def handler(i: int) -> None:
+            writer.submit(item(i))
+            await writer.wait_durable()
+
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(handler, i)
+
+    run(main)
+    assert 1 <= len(calls) <= 4  # 50 concurrent requests, a handful of fsyncs (plus the dir once)
+
+
+# -- status -----------------------------------------------------------------------------------------
+
+
+def test_status_page_is_json_or_html(tmp_path: Path) -> None:
+    writer = RemoteWriter(
+        config({"a<b": {"address": "http://bar:4040", "spool": True}}),
+        registry=CollectorRegistry(),
+        data_dir=tmp_path,
+    )
+    body, ctype = writer.status_page("application/json")
+    assert ctype == "application/json"
+    import json
+
+    (t,) = json.loads(body)["targets"]
+    assert t["name"] == "a<b" and t["queue"] == {"depth": 0, "capacity": 100} and t["spool"]["entries"] == 0
+    page, ctype = writer.status_page("text/html")
+    assert ctype.startswith("text/html") and b"a&lt;b" in page and b"a<b" not in page
+
+
+def test_disabled_remote_write_accepts_and_ignores(tmp_path: Path) -> None:
+    writer = RemoteWriter(RemoteWriteConfig(), registry=CollectorRegistry(), data_dir=tmp_path)
+    writer.submit(item())
+    assert not writer.enabled and not writer.disable_local_writes
+    assert writer.status()["targets"] == []

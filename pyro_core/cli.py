@@ -15,6 +15,8 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,7 @@ from pyro_core import (
     shard_combinations,
     token_for,
 )
+from pyro_core.config import add_config_flags, parse_args_with_config
 from pyro_core.flags import (
     MemberlistSettings,
     add_flag,
@@ -46,7 +49,10 @@ from pyro_core.memberlist.config import ConfigError
 from pyro_core.memberlist.state import MemberEvent
 from pyro_core.net.cluster import ClusterMember, RingRegistration
 from pyro_core.net.transport import format_address
+from pyro_core.plan.cli import add_bench_parser, add_plan_parser, run_bench, run_plan
 from pyro_core.ring.errors import RingError
+from pyro_core.server.auth import add_auth_flags
+from pyro_core.server.overrides import add_limits_flags, add_runtime_config_flags
 from pyro_core.status import cluster_status, render_cluster_status
 
 log = logging.getLogger("pyro_core")
@@ -336,11 +342,23 @@ def _http_instance_addr(host: str, port: int, settings: MemberlistSettings) -> s
     return format_address((host, port))
 
 
-async def _run_server(args: argparse.Namespace, settings: MemberlistSettings) -> int:
+@dataclass(frozen=True)
+class _ServerConfig:
+    """What run_server checked before starting: auth, per-tenant limits, remote write."""
+
+    auth: Any
+    overrides: Any
+    remote_write: Any
+
+
+async def _run_server(args: argparse.Namespace, settings: MemberlistSettings, config: _ServerConfig) -> int:
     """The HTTP server and its cluster member until SIGTERM/SIGINT; then stop HTTP gracefully, leave
-    the ring and the cluster, and flush the storage."""
+    the ring and the cluster, drain remote write and flush the storage."""
     from pyro_core.server.app import make_app
+    from pyro_core.server.auth import outgoing_authorization
     from pyro_core.server.backend import ClusterBackend, LocalIngester
+    from pyro_core.server.overrides import RuntimeConfigCollector, watch_runtime_config
+    from pyro_core.server.remote_write import RemoteWriter
     from pyro_core.server.serve import serve
     from pyro_core.server.storage import Storage
 
@@ -366,18 +384,24 @@ async def _run_server(args: argparse.Namespace, settings: MemberlistSettings) ->
     )
     try:
         ingester = LocalIngester(storage)
-        shard_size = args.distributor_ingestion_tenant_shard_size
+        overrides = config.overrides
         registry = CollectorRegistry()
+        registry.register(RuntimeConfigCollector(overrides))
+        relay = None
+        if config.remote_write.active:
+            data_dir = Path(args.pyroscopedb_data_path)
+            relay = RemoteWriter(config.remote_write, registry=registry, data_dir=data_dir)
         backend = ClusterBackend(
             ingester,
             member,
             replication_factor=args.distributor_replication_factor,
             heartbeat_timeout=args.ring_heartbeat_timeout,
             zone_awareness=args.distributor_zone_awareness_enabled,
-            shard_size=lambda tenant: shard_size,
+            shard_size=lambda tenant: int(overrides.for_tenant(tenant).ingestion_tenant_shard_size),
             querier_shuffle_sharding=args.querier_shuffle_sharding_ingesters_enabled,
             query_lookback=retention or 0.0,
             timeout=args.distributor_remote_timeout,
+            authorization=outgoing_authorization(config.auth),
             registry=registry,
         )
         app = make_app(
@@ -387,11 +411,23 @@ async def _run_server(args: argparse.Namespace, settings: MemberlistSettings) ->
             multitenancy=args.auth_multitenancy_enabled,
             member=member,
             registry=registry,
+            overrides=overrides,
+            auth=config.auth,
+            relay=relay,
         )
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 addr = await nursery.start(member.run)
                 await nursery.start(backend.run)
+                if relay is not None:
+                    await nursery.start(relay.run)
+                if args.runtime_config_file:
+                    await nursery.start(
+                        watch_runtime_config,
+                        args.runtime_config_file,
+                        args.runtime_config_reload_period,
+                        overrides,
+                    )
                 log.info("member %s up at %s", settings.config.name, format_address(addr))
                 http = trio.CancelScope()
                 http_done = trio.Event()
@@ -430,6 +466,8 @@ async def _run_server(args: argparse.Namespace, settings: MemberlistSettings) ->
                         leaving.start_soon(on_second_signal)
                         http.cancel()
                         await http_done.wait()
+                        if relay is not None:
+                            await relay.drain(settings.leave_timeout)
                         done = await member.shutdown(settings.leave_timeout)
                         log.info("left the cluster%s", "" if done else " (not waiting for every broadcast)")
                         leaving.cancel_scope.cancel()
@@ -444,11 +482,24 @@ async def _run_server(args: argparse.Namespace, settings: MemberlistSettings) ->
 
 
 def run_server(args: argparse.Namespace) -> int:
+    from pyro_core.server.auth import AuthConfig, AuthConfigError
+    from pyro_core.server.overrides import Limits, Overrides, RuntimeConfigError, load_runtime_config
+    from pyro_core.server.relay_config import RemoteWriteConfig, RemoteWriteConfigError
+
     settings = _settings(args, "server")
     if settings is None:
         return 2
+    try:  # every configuration error is reported before anything starts
+        auth = AuthConfig.from_args(args)
+        overrides = Overrides(Limits.from_args(args))
+        if args.runtime_config_file:
+            overrides.apply(load_runtime_config(args.runtime_config_file))
+        remote_write = RemoteWriteConfig.from_mapping(getattr(args, "remote_write", None))
+    except (AuthConfigError, RuntimeConfigError, RemoteWriteConfigError, ValueError) as exc:
+        sys.stderr.write(f"pyro-core server: {exc}\n")
+        return 2
     try:
-        return trio.run(_run_server, args, settings)
+        return trio.run(_run_server, args, settings, _ServerConfig(auth, overrides, remote_write))
     except OSError as exc:  # e.g. a port is taken or the data path is not writable
         sys.stderr.write(f"pyro-core server: {exc}\n")
         return 1
@@ -539,6 +590,12 @@ def make_parser() -> argparse.ArgumentParser:
         default=False,
         help="query only the tenant's shard (and its members within the retention period)",
     )
+    add_config_flags(server)
+    add_limits_flags(server)  # after -distributor.ingestion-tenant-shard-size, which it keeps
+    add_runtime_config_flags(server)
+    add_auth_flags(server)
+    add_plan_parser(sub)
+    add_bench_parser(sub)
     add_flag(
         server,
         "pyroscopedb.retention-period",
@@ -550,7 +607,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    args = parse_args_with_config(make_parser(), argv)
+    if args.command == "plan":
+        return run_plan(args)
+    if args.command == "bench":
+        return run_bench(args)
     if args.command == "member":
         return run_member(args)
     if args.command == "ring-status":

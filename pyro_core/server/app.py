@@ -48,6 +48,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from pyro_core.metrics import ClusterCollector
 from pyro_core.net.cluster import ClusterMember
 from pyro_core.server import flamebearer, flameql, pages
+from pyro_core.server.auth import AuthConfig
 from pyro_core.server.backend import Backend, BackendError, LocalBackend, LocalIngester
 from pyro_core.server.ingest import ParseError, parse_stacks
 from pyro_core.server.internal import (
@@ -67,6 +68,15 @@ from pyro_core.server.internal import (
     encode_labels_result,
     encode_query_result,
 )
+from pyro_core.server.limits import (
+    IngestionRateLimiter,
+    ValidationError,
+    rate_limited_message,
+    truncate_stacks,
+    validate_labels,
+    validate_profile,
+    validate_timestamp,
+)
 from pyro_core.server.names import (
     DEFAULT_SAMPLE_RATE,
     DEFAULT_SPY_NAME,
@@ -77,6 +87,7 @@ from pyro_core.server.names import (
     parse_time,
     validate_tenant,
 )
+from pyro_core.server.overrides import Limits, Overrides
 from pyro_core.server.pprof import (
     DEFAULT_SAMPLE_TYPE_CONFIG,
     GZIP_MAGIC,
@@ -90,6 +101,7 @@ from pyro_core.server.pprof import (
     profile_to_series,
 )
 from pyro_core.server.push import SERVICE_PATH, connect_error, decode_push_request, encode_push_response
+from pyro_core.server.remote_write import RelayItem, RemoteWriter
 from pyro_core.server.storage import APP_LABEL, Storage
 
 __all__ = ["ANONYMOUS", "DEFAULT_MAX_BODY_BYTES", "PROFILE_ID_HEADER", "AppMeta", "make_app"]
@@ -208,19 +220,33 @@ def make_app(
     clock: Callable[[], float] = time.time,
     registry: CollectorRegistry | None = None,
     member: ClusterMember | None = None,
+    overrides: Overrides | None = None,
+    auth: AuthConfig | None = None,
+    relay: RemoteWriter | None = None,
 ) -> ASGIApp:
     """The ASGI application serving ``storage`` (an open :class:`Storage`); with ``member`` (a
     :class:`ClusterMember`, run elsewhere) it also serves the cluster pages and ring readiness.
 
     Writes and reads go through ``backend`` (default: this node's ingester alone, a
     :class:`LocalBackend`); ``ingester`` (default: one over ``storage``) answers the internal ingester
-    API that other nodes' distributors and queriers call."""
+    API that other nodes' distributors and queriers call.
+
+    ``overrides`` holds the per-tenant limits (ingestion rate → 429, label limits → 400; default: the
+    defaults of Pyroscope); ``auth`` (when it has credentials) makes every path except ``/ready`` and
+    ``/metrics`` answer 401 without them; ``relay`` relays every accepted profile to the remote-write
+    targets (and with ``disable-local-writes`` stores nothing here)."""
     registry = CollectorRegistry() if registry is None else registry
     if ingester is None:
         ingester = LocalIngester(storage)
     if backend is None:
         backend = LocalBackend(ingester)
     local = ingester
+    if overrides is None:
+        overrides = Overrides(Limits())
+    limits_of = overrides.for_tenant
+    limiter = IngestionRateLimiter(limits_of)
+    auth_on = auth is not None and auth.enabled
+    relay_only = relay is not None and relay.disable_local_writes
     if member is not None:
         m = member
         timeout = m.registration.heartbeat_timeout if m.registration is not None else 60.0
@@ -277,9 +303,35 @@ def make_app(
             info.units,
         )
 
-    async def push_writes(tenant: str, writes: list[SeriesWrite]) -> None:
-        if not writes:
+    def check_rate(tenant: str, nbytes: int) -> None:
+        if not limiter.allow(tenant, nbytes, clock()):
+            message = rate_limited_message(limiter.limit_bytes(tenant), nbytes)
+            raise _HTTPError(429, "resource_exhausted", message)
+
+    async def relay_profile(item: RelayItem) -> None:
+        if relay is None:
             return
+        relay.submit(item)
+        if relay.durable:
+            try:
+                await relay.wait_durable()
+            except OSError as exc:
+                raise _HTTPError(503, "unavailable", f"remote-write spool: {exc}") from None
+
+    async def push_writes(tenant: str, writes: list[SeriesWrite]) -> None:
+        if not writes or relay_only:
+            return
+        limits = limits_of(tenant)
+        now = clock()
+        try:
+            for i, w in enumerate(writes):
+                validate_labels(w.labels, limits)
+                validate_timestamp(w.timestamp, now, limits)
+                stacks = truncate_stacks(w.stacks, limits)
+                if stacks is not w.stacks:
+                    writes[i] = replace(w, stacks=stacks)
+        except ValidationError as exc:
+            raise _HTTPError(400, "invalid_argument", str(exc)) from None
         try:
             await backend.push(tenant, writes)
         except BackendError as exc:
@@ -294,6 +346,8 @@ def make_app(
         except BadNameError as exc:
             raise _HTTPError(400, "invalid_argument", f"invalid name: {exc}") from None
         body = await _read_body(receive, headers, max_body_bytes)
+        check_rate(tenant, len(body))
+        raw_body = body
         fmt = params.format
         if fmt in _UNSUPPORTED_FORMATS:
             raise _HTTPError(422, "unimplemented", f"unsupported format {fmt!r}")
@@ -319,6 +373,7 @@ def make_app(
                         config = parse_sample_type_config(fields["sample_type_config"])
                 else:
                     profile = decode_profile(body)
+                validate_profile(profile, limits_of(tenant))
                 series = profile_to_series(
                     profile,
                     app_name=name.app,
@@ -344,9 +399,24 @@ def make_app(
                     writes.append(series_write(name.app, name.tags, params.from_, stacks, info, profile_id))
         except ProfileTooLargeError as exc:
             raise _HTTPError(413, "resource_exhausted", str(exc)) from None
+        except ValidationError as exc:
+            raise _HTTPError(400, "invalid_argument", str(exc)) from None
         except (ParseError, ProfileError) as exc:
             raise _HTTPError(422, "invalid_argument", str(exc)) from None
         await push_writes(tenant, writes)
+        await relay_profile(
+            RelayItem(
+                "ingest",
+                tenant,
+                headers.get("x-scope-orgid"),
+                tuple(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)),
+                headers.get("content-type"),
+                headers.get("content-encoding"),
+                raw_body,
+                profile_id,
+                clock(),
+            )
+        )
         bytes_total.labels(tenant).inc(len(body))
 
     # -- Connect push -------------------------------------------------------------------------------
@@ -354,6 +424,7 @@ def make_app(
     async def push(receive: Receive, headers: Mapping[str, str], tenant: str) -> bytes:
         content_type = headers.get("content-type", "application/proto")
         body = await _read_body(receive, headers, max_body_bytes)
+        check_rate(tenant, len(body))
         try:
             request = decode_push_request(
                 body, content_type, headers.get("content-encoding"), max_size=max_body_bytes
@@ -377,6 +448,7 @@ def make_app(
                 }
                 for m, sample in enumerate(ps.samples):
                     profile = decode_profile(sample.raw_profile)
+                    validate_profile(profile, limits_of(tenant))
                     sample_id = sample.id or f"{request_id}.{n}.{m}"
                     config = _push_type_config(labels.get(APP_LABEL, ""), profile)
                     ts = profile.time_nanos / 1e9 if profile.time_nanos > 0 else now
@@ -397,9 +469,22 @@ def make_app(
                         )
         except ProfileTooLargeError as exc:
             raise _HTTPError(413, "resource_exhausted", str(exc)) from None
-        except ProfileError as exc:
+        except (ProfileError, ValidationError) as exc:
             raise _HTTPError(400, "invalid_argument", str(exc)) from None
         await push_writes(tenant, writes)
+        await relay_profile(
+            RelayItem(
+                "push",
+                tenant,
+                headers.get("x-scope-orgid"),
+                (),
+                headers.get("content-type"),
+                headers.get("content-encoding"),
+                body,
+                request_id,
+                clock(),
+            )
+        )
         bytes_total.labels(tenant).inc(len(body))
         return encode_push_response(content_type)
 
@@ -423,25 +508,49 @@ def make_app(
         except BadNameError as exc:
             raise _HTTPError(400, "invalid_argument", f"invalid name: {exc}") from None
 
-    def max_nodes_of(params: Mapping[str, str]) -> int:
+    def max_nodes_of(params: Mapping[str, str], limits: Limits) -> int:
         raw = params.get("maxNodes", params.get("max-nodes", "")).strip()
         if not raw:
-            return flamebearer.DEFAULT_MAX_NODES
+            return limits.max_flamegraph_nodes_default or flamebearer.DEFAULT_MAX_NODES
         try:
-            return int(raw)
+            n = int(raw)
         except ValueError:
             raise _HTTPError(400, "invalid_argument", f"invalid maxNodes {raw!r}") from None
+        cap = limits.max_flamegraph_nodes_max
+        if cap > 0 and (n <= 0 or n > cap):
+            raise _HTTPError(400, "invalid_argument", f"maxNodes {n} exceeds the limit of {cap} nodes")
+        return n
+
+    def no_local_data() -> None:
+        if relay_only:
+            raise _HTTPError(
+                400,
+                "failed_precondition",
+                "this node is a pure relay (remote-write disable-local-writes: true): it stores no profiles; "
+                "query the remote-write targets",
+            )
 
     async def render(scope: Scope, tenant: str) -> tuple[bytes, str]:
+        no_local_data()
         params = _query(scope)
         query = parse_selector(params)
-        max_nodes = max_nodes_of(params)
+        limits = limits_of(tenant)
+        max_nodes = max_nodes_of(params, limits)
         fmt = (params.get("format") or "json").strip().lower()
         if fmt not in ("json", "collapsed"):
             raise _HTTPError(400, "invalid_argument", f"unsupported format {fmt!r} (json or collapsed)")
         now = clock()
         start = parse_time(params.get("from") or DEFAULT_RENDER_RANGE, now)
         end = parse_time(params.get("until"), now)
+        if limits.max_query_length > 0 and end - start > limits.max_query_length:
+            raise _HTTPError(
+                400,
+                "invalid_argument",
+                f"the query time range exceeds the limit (query length: {end - start:.0f}s, "
+                f"limit: {limits.max_query_length:.0f}s)",
+            )
+        if limits.max_query_lookback > 0:
+            start = max(start, now - limits.max_query_lookback)  # older data is out of reach
         try:
             tree, found = await backend.query(tenant, query, start, end)
         except BackendError as exc:
@@ -466,6 +575,7 @@ def make_app(
         return json.dumps(doc, separators=(",", ":")).encode(), _JSON
 
     async def labels(request: LabelsRequest) -> tuple[list[str], dict[str, Any]]:
+        no_local_data()
         try:
             return await backend.labels(request)
         except BackendError as exc:
@@ -560,6 +670,28 @@ def make_app(
             return
         if path == "/metrics":
             await _respond(send, 200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            return
+        if auth_on and auth is not None and not auth.check(headers.get("authorization")):
+            body = _error_body("unauthenticated", "missing or wrong credentials (Authorization header)")
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-length", str(len(body)).encode()),
+                        (b"content-type", _JSON.encode()),
+                        (b"www-authenticate", auth.www_authenticate().encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        if path == "/remote-write":
+            if relay is None:
+                await _respond(send, 404, _error_body("not_found", "remote write is not configured"), _JSON)
+                return
+            body, content_type = relay.status_page(headers.get("accept", ""))
+            await _respond(send, 200, body, content_type)
             return
         if path in (PUSH_PATH, QUERY_PATH, LABELS_PATH):
             if method != "POST":

@@ -382,3 +382,83 @@ def test_a_backend_that_cannot_reach_quorum_answers_503_with_its_reason(storage:
     assert status == 503 and b"ingesters answered" in out
     status, _, out = call(app, "GET", "/labels")
     assert status == 503
+
+
+# -- per-tenant limits, auth, remote-write wiring -------------------------------------------------------
+
+
+def limited(storage: Storage, runtime: dict[str, Any] | None = None, **defaults: Any) -> Any:
+    from pyro_core.server.overrides import Limits, Overrides, parse_runtime_config
+
+    overrides = Overrides(Limits(**defaults))
+    if runtime is not None:
+        overrides.apply(parse_runtime_config(runtime))
+    return make(storage, overrides=overrides, multitenancy=True)
+
+
+def test_a_tenant_over_its_ingestion_rate_gets_429_and_others_do_not(storage: Storage) -> None:
+    # 1 KiB/s with a 2 KiB burst for tenant "small" only (a runtime override); the default is large.
+    app = limited(storage, {"overrides": {"small": {"ingestion_rate_mb": 1 / 1024, "ingestion_burst_size_mb": 2 / 1024}}})
+    body = b"main;f 1\n" * 100  # 900 bytes
+    small = {"X-Scope-OrgID": "small"}
+    assert ingest(app, "a.cpu", body, headers=small) == 200
+    assert ingest(app, "a.cpu", body, headers=small) == 200
+    status, _, out = call(app, "POST", "/ingest", "name=a.cpu&from=1700000000", small, body)
+    assert status == 429 and b"rate limit" in out.lower()
+    assert ingest(app, "a.cpu", body, headers={"X-Scope-OrgID": "big"}) == 200
+
+
+def test_label_and_time_limits_refuse_with_400(storage: Storage) -> None:
+    app = limited(storage, max_label_names_per_series=2)
+    t = {"X-Scope-OrgID": "t"}
+    status, _, out = call(app, "POST", "/ingest", "name=a.cpu{x=1,y=2}&from=1700000000", t, b"f 1\n")
+    assert status == 400 and b"label names" in out
+    status, _, out = call(app, "POST", "/ingest", f"name=a.cpu&from={int(NOW) - 7200}", t, b"f 1\n")
+    assert status == 400 and b"older than" in out
+    status, _, out = call(app, "POST", "/ingest", f"name=a.cpu&from={int(NOW) + 3600}", t, b"f 1\n")
+    assert status == 400 and b"future" in out
+
+
+def test_deep_stacks_are_truncated_to_the_depth_limit(storage: Storage) -> None:
+    app = limited(storage, max_profile_stacktrace_depth=3)
+    t = {"X-Scope-OrgID": "t"}
+    assert ingest(app, "a.cpu", b"a;b;c;d;e 2\na;b;c 1\n", headers=t) == 200
+    status, _, out = call(app, "GET", "/render", f"query=a.cpu&{RANGE}&format=collapsed", t)
+    assert status == 200 and out == b"a;b;c 3\n"
+
+
+def test_query_length_and_max_nodes_limits(storage: Storage) -> None:
+    app = limited(storage, max_query_length=3600.0, max_flamegraph_nodes_max=100)
+    t = {"X-Scope-OrgID": "t"}
+    status, _, out = call(app, "GET", "/render", "query=a.cpu&from=now-2h&until=now", t)
+    assert status == 400 and b"exceeds the limit" in out
+    status, _, out = call(app, "GET", "/render", "query=a.cpu&from=now-1h&maxNodes=1000", t)
+    assert status == 400 and b"maxNodes" in out
+    status, _, _ = call(app, "GET", "/render", "query=a.cpu&from=now-1h&maxNodes=50", t)
+    assert status == 200
+
+
+def test_auth_guards_every_path_but_ready_and_metrics(storage: Storage) -> None:
+    from pyro_core.server.auth import AuthConfig, encode_basic
+
+    app = make(storage, auth=AuthConfig(bearer_tokens=("s3cret",), basic_username="u", basic_password="p:w"))
+    for method, path in (("POST", "/ingest"), ("GET", "/render"), ("GET", "/labels"), ("POST", "/internal/ingester/push")):
+        status, headers, _ = call(app, method, path, "name=a.cpu")
+        assert status == 401 and headers["www-authenticate"].startswith(("Bearer", "Basic"))
+        status, _, _ = call(app, method, path, "name=a.cpu", {"Authorization": "Bearer wrong"})
+        assert status == 401
+    assert call(app, "GET", "/ready")[0] == 200
+    assert call(app, "GET", "/metrics")[0] == 200
+    assert ingest(app, "a.cpu", b"f 1\n", headers={"Authorization": "Bearer s3cret"}) == 200
+    assert ingest(app, "a.cpu", b"f 2\n", headers={"Authorization": encode_basic("u", "p:w")}) == 200
+    status, _, out = call(app, "GET", "/render", f"query=a.cpu&{RANGE}&format=collapsed", {"Authorization": "Bearer s3cret"})
+    assert status == 200 and out == b"f 3\n"
+
+
+def test_a_relay_id_header_makes_a_repeated_profile_count_once(storage: Storage) -> None:
+    app = make(storage)
+    for _ in range(3):
+        assert ingest(app, "a.cpu", b"f 1\n", headers={"X-Pyro-Core-Profile-Id": "abc"}) == 200
+    assert ingest(app, "a.cpu", b"f 1\n") == 200
+    _, _, out = call(app, "GET", "/render", f"query=a.cpu&{RANGE}&format=collapsed")
+    assert out == b"f 2\n"

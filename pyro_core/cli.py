@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import prometheus_client
 import trio
 from prometheus_client import CollectorRegistry
 
@@ -489,6 +490,7 @@ def run_server(args: argparse.Namespace) -> int:
     settings = _settings(args, "server")
     if settings is None:
         return 2
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # like Go's client: no *_created series
     try:  # every configuration error is reported before anything starts
         auth = AuthConfig.from_args(args)
         overrides = Overrides(Limits.from_args(args))

@@ -43,8 +43,9 @@ from typing import Any, Final
 from urllib.parse import parse_qsl
 
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
 
+from pyro_core.exposition import go_exposition
 from pyro_core.metrics import ClusterCollector
 from pyro_core.net.cluster import ClusterMember
 from pyro_core.server import flamebearer, flameql, pages
@@ -669,7 +670,7 @@ def make_app(
             await _respond(send, 200, body, content_type)
             return
         if path == "/metrics":
-            await _respond(send, 200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            await _respond(send, 200, go_exposition(registry), CONTENT_TYPE_LATEST)
             return
         if auth_on and auth is not None and not auth.check(headers.get("authorization")):
             body = _error_body("unauthenticated", "missing or wrong credentials (Authorization header)")

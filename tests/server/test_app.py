@@ -301,10 +301,10 @@ def test_ready_metrics_and_unknown_routes(storage: Storage) -> None:
     status, hdrs, body = call(app, "GET", "/metrics")
     assert status == 200 and hdrs["content-type"].startswith("text/plain")
     text = body.decode()
-    assert 'pyroscope_ingest_profiles_total{tenant="t1"} 1.0' in text
-    assert 'pyroscope_ingest_bytes_total{tenant="t1"} 4.0' in text
-    assert 'pyroscope_ingest_errors_total{status="422",tenant="t1"} 1.0' in text
-    assert 'pyroscope_ingest_errors_total{status="401",tenant=""} 1.0' in text
+    assert 'pyroscope_ingest_profiles_total{tenant="t1"} 1\n' in text
+    assert 'pyroscope_ingest_bytes_total{tenant="t1"} 4\n' in text
+    assert 'pyroscope_ingest_errors_total{status="422",tenant="t1"} 1\n' in text
+    assert 'pyroscope_ingest_errors_total{status="401",tenant=""} 1\n' in text
     assert call(app, "GET", "/nope")[0] == 404
     assert call(app, "GET", "/ingest")[0] == 405
 

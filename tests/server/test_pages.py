@@ -167,8 +167,8 @@ def test_ring_and_memberlist_json_and_html(storage: Storage) -> None:
 
     status, _, metrics = out["metrics"]
     assert status == 200
-    assert 'pyroscope_ring_members{name="ingester",state="ACTIVE"} 2.0' in metrics.decode()
-    assert "memberlist_client_cluster_members_count 2.0" in metrics.decode()
+    assert 'pyroscope_ring_members{name="ingester",state="ACTIVE"} 2\n' in metrics.decode()
+    assert "memberlist_client_cluster_members_count 2\n" in metrics.decode()
 
 
 def test_no_member_keeps_single_node_behaviour(storage: Storage) -> None:

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import subprocess
 import sys
 import tempfile
@@ -498,10 +497,6 @@ def test_the_process_exits_2_with_the_message_and_no_traceback(
     assert "Traceback" not in proc.stderr
 
 
-WIRED = "parse_args_with_config" in inspect.getsource(cli)
-
-
-@pytest.mark.skipif(not WIRED, reason="cli.py does not call parse_args_with_config yet")
 @pytest.mark.parametrize(
     ("text", "message"),
     [

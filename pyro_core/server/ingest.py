@@ -87,10 +87,16 @@ def detect_format(format_param: str | None, content_type: str | None) -> str:
 
 
 def _aggregated(totals: dict[bytes, int]) -> Stacks:
-    out = [(k, v) for k, v in totals.items() if v]
-    if out and max(v for _, v in out) > MAX_VALUE:
+    """The entries of ``totals`` (values never negative) whose value is not 0; ParseError when one
+    exceeds MAX_VALUE. Built-in calls over the values: no Python-level loop unless a value is 0."""
+    if not totals:
+        return []
+    values = totals.values()
+    if max(values) > MAX_VALUE:
         raise ParseError(f"a stack's total exceeds {MAX_VALUE}")
-    return out
+    if 0 in values:
+        return [(k, v) for k, v in totals.items() if v]
+    return list(totals.items())
 
 
 def _checked_count(count: bytes, line: bytes) -> bytes:
@@ -166,7 +172,7 @@ def _parse_nodes(body: bytes, *, tree: bool, key_cap: int) -> Stacks:
         if tree and not open_nodes and pos > 0:
             raise ParseError(f"tree: {end - pos} bytes after the end of the tree")
         start = pos
-        # Single-byte varints (values < 128) are the common case: read those inline.
+        # Single-byte varints (< 128) are the common case: read those inline.
         label_len = body[pos]
         if label_len < 0x80:
             pos += 1
@@ -176,7 +182,11 @@ def _parse_nodes(body: bytes, *, tree: bool, key_cap: int) -> Stacks:
             raise ParseError(f"{what}: label of {label_len} bytes at byte {start} runs past the body end")
         label = body[pos : pos + label_len]
         pos += label_len
-        value = uvarint()
+        if pos < end and body[pos] < 0x80:  # most values are 0 (inner nodes) or small
+            value = body[pos]
+            pos += 1
+        else:
+            value = uvarint()
         if pos < end and body[pos] < 0x80:
             child_count = body[pos]
             pos += 1

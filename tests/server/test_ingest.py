@@ -298,6 +298,94 @@ def test_tree_and_trie_round_trip_stacks_built_into_them(stacks: dict[tuple[byte
     assert dict(parse_trie(trie_body)) == expected
 
 
+# --- the parsers against plain reference loops (the straightforward reading of the header's rules) --
+
+
+def reference_folded(body: bytes) -> list[tuple[bytes, int]]:
+    totals: dict[bytes, int] = {}
+    for line in body.splitlines():
+        stack, space, count = line.rpartition(b" ")
+        if not space or not stack:
+            continue
+        if not count.isdigit() or int(count) > MAX_VALUE:
+            raise ParseError("bad count")
+        totals[stack] = totals.get(stack, 0) + int(count)
+    if any(v > MAX_VALUE for v in totals.values()):
+        raise ParseError("total too large")
+    return [(k, v) for k, v in totals.items() if v]
+
+
+def reference_nodes(body: bytes, *, tree: bool) -> list[tuple[bytes, int]]:
+    """Recursive walk (bodies here are small): labels concatenated (trie) or joined by ";" (tree)."""
+    pos = 0
+
+    def uv() -> int:
+        nonlocal pos
+        result = shift = 0
+        while True:
+            byte = body[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return result
+
+    totals: dict[bytes, int] = {}
+
+    def walk(prefix: bytes) -> None:
+        nonlocal pos
+        n = uv()
+        label = body[pos : pos + n]
+        pos += n
+        value, children = uv(), uv()
+        key = prefix + b";" + label if tree else prefix + label
+        emitted = key[2:] if tree else key
+        if value and (not tree or len(key) > 2):
+            totals[emitted] = totals.get(emitted, 0) + value
+        for _ in range(children):
+            walk(key)
+
+    while pos < len(body):
+        walk(b"")
+    return [(k, v) for k, v in totals.items() if v]
+
+
+_folded_text = st.lists(
+    st.sampled_from([b"a", b"b;c", b";", b" ", b"  ", b"\n", b"\r\n", b"\r", b"0", b"7", b"42", b"x", b"\t"]),
+    max_size=40,
+).map(b"".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(_folded_text, st.binary(max_size=64)))
+def test_folded_matches_the_reference_loop(body: bytes) -> None:
+    try:
+        expected = reference_folded(body)
+    except ParseError:
+        with pytest.raises(ParseError):
+            parse_folded(body)
+        return
+    assert parse_folded(body) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.binary(max_size=3), st.sampled_from([0, 0, 1, 127, 128, 300, 1 << 40]), st.integers(0, 2)
+        )
+    )
+)
+def test_trie_and_tree_match_the_reference_walk(nodes: list[tuple[bytes, int, int]]) -> None:
+    body = b"".join(node(label, value, children) for label, value, children in nodes)
+    for parse, tree in ((parse_trie, False), (parse_tree, True)):
+        try:
+            got = parse(body)
+        except ParseError:
+            continue  # malformed (the reference walk does not check); the hostile-input tests cover it
+        assert got == reference_nodes(body, tree=tree)
+
+
 def test_parse_stacks_rejects_formats_it_does_not_read() -> None:
     for fmt in ("pprof", "jfr", "speedscope", "pprof-form"):
         with pytest.raises(ParseError, match="not a stack format"):

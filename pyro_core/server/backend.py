@@ -74,11 +74,12 @@ class LocalIngester:
         not counted twice). Raises ValueError/TypeError on invalid series, before storing any."""
         stored = 0
         for w in writes:
-            if self.storage.ingest(tenant, w.labels, w.timestamp, w.stacks, w.profile_id):
+            if self.storage.ingest(tenant, w.labels, w.timestamp, w.stacks, w.profile_id, sync=False):
                 stored += 1
             app = w.labels.get(APP_LABEL)
             if app is not None:
                 self._meta[(tenant, app)] = w.meta
+        self.storage.sync()  # one fsync for the whole batch (shared with concurrent batches)
         return stored
 
     def meta(self, tenant: str, apps: Sequence[str]) -> dict[str, Meta]:
@@ -266,6 +267,13 @@ class ClusterBackend:
         except RingError as exc:
             self._push_failures.inc()
             raise BackendError(503, f"cannot place the series: {exc}") from None
+        if len(plan.per_instance) == 1 and self.instance_id in plan.per_instance:
+            # Everything goes to this instance alone (RF 1 on this node, or a one-node ring): no fan-out.
+            try:
+                await trio.to_thread.run_sync(self.ingester.push, tenant, writes)
+            except (ValueError, TypeError) as exc:
+                raise BackendError(422, str(exc)) from None
+            return
         tracker = PushTracker(plan)
         decided = trio.Event()
         nursery = self._nursery

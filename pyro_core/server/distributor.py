@@ -77,6 +77,8 @@ def plan_push(
     if len(tokens) == 0:
         return PushPlan(tenant, tokens, {}, {}, [], [], [])
     shard = ring.shuffle_shard(tenant, shard_size)
+    if len(tokens) <= _SMALL_PUSH:
+        return _plan_small(shard, tenant, tokens, now)
     batch = shard.get_many(tokens, WRITE, now)
     failed = batch.failed
     if len(failed):
@@ -104,6 +106,29 @@ def plan_push(
         max_errors=max_errors.tolist(),
         _groups=groups,
     )
+
+
+#: Pushes of at most this many series are planned with single-key lookups (no batch set-up).
+_SMALL_PUSH = 8
+
+
+def _plan_small(shard: Any, tenant: str, tokens: npt.NDArray[np.uint32], now: float) -> PushPlan:
+    """plan_push for a few series: one ``get`` per token (same answers as the batch path)."""
+    per_instance: dict[str, list[int]] = {}
+    addresses: dict[str, str] = {}
+    replicas: list[tuple[str, ...]] = []
+    required: list[int] = []
+    max_errors: list[int] = []
+    for i, token in enumerate(tokens.tolist()):
+        rs = shard.get(token, WRITE, now)  # raises dskit's error when too few replicas are live
+        ids = tuple(inst.id for inst in rs.instances)
+        for inst in rs.instances:
+            per_instance.setdefault(inst.id, []).append(i)
+            addresses[inst.id] = inst.addr
+        replicas.append(ids)
+        required.append(len(ids) - rs.max_errors)
+        max_errors.append(rs.max_errors)
+    return PushPlan(tenant, tokens, per_instance, addresses, replicas, required, max_errors)
 
 
 class PushTracker:

@@ -15,8 +15,9 @@ Conventions (the HTTP layer follows them):
   (it flushes every ``flush_interval`` seconds and enforces retention).
 * Tenants are separate namespaces everywhere: head, blocks, deduplication, label listings.
 
-Durability. :meth:`Storage.ingest` appends the sample to the WAL (fsynced) before it touches the head,
-so a ``True`` return may be acknowledged. :meth:`Storage.flush` commits in this order:
+Durability. :meth:`Storage.ingest` appends the sample to the WAL and returns only once it is fsynced
+(concurrent ingests share one fsync: the WAL's group commit), so a return may be acknowledged.
+:meth:`Storage.flush` commits in this order:
 
 1. rotate the WAL to a new segment ``S`` (everything ingested so far lives in segments < ``S``);
 2. write the block ``blocks/<S>.block`` (temp file, fsync, rename, fsync directory);
@@ -545,10 +546,13 @@ class Storage:
         timestamp: float,
         stacks: Stacks,
         profile_id: str | None = None,
+        *,
+        sync: bool = True,
     ) -> bool:
         """Store one profile durably. ``False`` when ``profile_id`` was already ingested for this tenant
         (a retry: acknowledge it, nothing is counted twice). Invalid input raises ``ValueError`` /
-        ``TypeError`` before anything is written."""
+        ``TypeError`` before anything is written. With ``sync=False`` the profile is durable only once
+        :meth:`sync` returns (several profiles, one fsync)."""
         if not isinstance(tenant, str) or not tenant:
             raise ValueError("tenant is required")
         clean = _check_labels(labels)
@@ -557,15 +561,27 @@ class Storage:
         with self._lock:
             wal = self.wal
             if self.head.seen(tenant, profile_id):
-                return False
-            bucket = self.head.bucket_of(timestamp)
-            payload: bytes = msgpack.packb(
-                [_WAL_RECORD_VERSION, tenant, clean, bucket, pairs, profile_id], use_bin_type=True
-            )
-            wal.append(payload)
-            self.head.add_tree(tenant, clean, bucket, tree)
-            self.head.remember(tenant, profile_id)
-            return True
+                # a repeat: the first copy may still be waiting for its fsync in another thread
+                position = wal.position()
+                stored = False
+            else:
+                bucket = self.head.bucket_of(timestamp)
+                payload: bytes = msgpack.packb(
+                    [_WAL_RECORD_VERSION, tenant, clean, bucket, pairs, profile_id], use_bin_type=True
+                )
+                position = wal.append(payload, sync=False)
+                self.head.add_tree(tenant, clean, bucket, tree)
+                self.head.remember(tenant, profile_id)
+                stored = True
+        # Group commit: outside the lock, so that concurrent ingests share one fsync.
+        if sync:
+            wal.sync(position)
+        return stored
+
+    def sync(self) -> None:
+        """Make everything ingested so far durable (after ``ingest(..., sync=False)`` calls)."""
+        wal = self.wal
+        wal.sync(wal.position())
 
     def flush(self, now: float, *, force: bool = False) -> int | None:
         """Move every head bucket that ended at least ``flush_interval`` seconds before ``now`` (all of

@@ -8,6 +8,12 @@ Segments are named ``<16-digit id>.seg`` with ids increasing from 1. Every recor
 returns: once ``append`` has returned, the record survives ``kill -9`` and a power cut, so the caller
 may acknowledge it.
 
+Group commit. ``append(payload, sync=False)`` writes the record and returns its position without
+waiting; :meth:`WAL.sync` then makes everything up to that position durable. Threads that sync at the
+same time share one ``fsync``: a sync finds its position already covered by another thread's fsync
+(which synced everything written before it started) and returns at once. Appends and syncs are
+thread-safe; a sealed segment is always fsynced before the log moves on, so positions in it are durable.
+
 Damage handling. A crash can only tear the *last* segment (earlier ones were complete when the log
 moved past them), so in the last segment anything from the first bad record on — a partial header, a
 partial payload, a zero or absurd length, a CRC mismatch — is cut off (the file is truncated) and
@@ -27,6 +33,7 @@ import contextlib
 import logging
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,8 +86,13 @@ def _scan(data: bytes) -> tuple[list[bytes], int, str | None]:
     return out, pos, None
 
 
+#: A record's position in the log: (segment id, offset of the record's end).
+Position = tuple[int, int]
+
+
 class WAL:
-    """A write-ahead log in ``directory`` (created if missing). Not thread-safe: callers lock."""
+    """A write-ahead log in ``directory`` (created if missing). Thread-safe; replay while nothing
+    appends."""
 
     def __init__(
         self,
@@ -100,6 +112,11 @@ class WAL:
         self.torn_tails = 0
         self.truncated_bytes = 0
         self._fh: BinaryIO | None = None
+        self._lock = threading.Lock()  # appends, rotation, the file handle
+        self._sync_lock = threading.Lock()  # one fsync at a time; others wait and usually find it done
+        self._synced: Position = (0, 0)
+        #: fsync calls made by append/sync (group commit makes this smaller than the appends).
+        self.fsyncs = 0
         segs = self.segments()
         first = max(1, first_segment)
         if not segs or segs[-1] < first:
@@ -109,6 +126,7 @@ class WAL:
             self._current = segs[-1]
             self._repair_tail(self._current)
         self._size = self._path(self._current).stat().st_size
+        self._synced = (self._current, self._size)  # what is on disk at open is as durable as it gets
 
     # -- files ------------------------------------------------------------------------------------
 
@@ -156,40 +174,83 @@ class WAL:
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def append(self, payload: bytes) -> None:
-        """Append one record; durable (fsynced) when this returns, unless ``fsync=False``."""
+    def append(self, payload: bytes, *, sync: bool = True) -> Position:
+        """Append one record and return its position; durable (fsynced) when this returns unless
+        ``sync=False`` (then call :meth:`sync` with the position before acknowledging it) or the log
+        was opened with ``fsync=False``."""
         n = len(payload)
         if n == 0:
             raise ValueError("WAL records must not be empty")
         if n > MAX_RECORD_BYTES:
             raise ValueError(f"WAL record of {n} bytes exceeds {MAX_RECORD_BYTES}")
         record = _HEADER.pack(n, zlib.crc32(payload)) + bytes(payload)
-        if self._size and self._size + len(record) > self.segment_bytes:
-            self.rotate()
-        fh = self._fh
-        if fh is None:
-            fh = self._fh = open(self._path(self._current), "ab")  # noqa: SIM115 - kept open
-        try:
-            fh.write(record)
-            fh.flush()
-            if self.fsync:
-                os.fsync(fh.fileno())
-        except BaseException:
-            # leave no partial record behind for later appends to follow
-            with contextlib.suppress(OSError):
-                fh.truncate(self._size)
-            raise
-        self._size += len(record)
+        with self._lock:
+            if self._size and self._size + len(record) > self.segment_bytes:
+                self._rotate_locked()
+            fh = self._fh
+            if fh is None:
+                fh = self._fh = open(self._path(self._current), "ab")  # noqa: SIM115 - kept open
+            try:
+                fh.write(record)
+                fh.flush()
+            except BaseException:
+                # leave no partial record behind for later appends to follow
+                with contextlib.suppress(OSError):
+                    fh.truncate(self._size)
+                raise
+            self._size += len(record)
+            position = (self._current, self._size)
+        if sync:
+            self.sync(position)
+        return position
+
+    def position(self) -> Position:
+        """The end of the last record written (sync it to make everything so far durable)."""
+        with self._lock:
+            return (self._current, self._size)
+
+    def sync(self, position: Position) -> None:
+        """Return once every record up to ``position`` is fsynced (at once if it already is)."""
+        if not self.fsync or position <= self._synced:
+            return
+        with self._sync_lock:
+            if position <= self._synced:  # another thread's fsync covered it while we waited
+                return
+            with self._lock:
+                target = (self._current, self._size)
+                fh = self._fh
+                fd = os.dup(fh.fileno()) if fh is not None else -1
+            if fd >= 0:
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self.fsyncs += 1
+            with self._lock:
+                self._synced = max(self._synced, target)
 
     def rotate(self) -> int:
-        """Seal the current segment and start a new (empty, already created) one; returns its id.
-        Every record appended before this call lives in a segment with a smaller id."""
-        self._close_fh()
+        """Seal the current segment (fsynced) and start a new (empty, already created) one; returns
+        its id. Every record appended before this call lives in a segment with a smaller id."""
+        with self._lock:
+            return self._rotate_locked()
+
+    def _rotate_locked(self) -> int:
+        self._seal_locked()
         new = self._current + 1
         self._create(new)
         self._current = new
         self._size = 0
+        self._synced = (new, 0)
         return new
+
+    def _seal_locked(self) -> None:
+        """fsync what the current segment holds beyond the synced position, and close it."""
+        if self._fh is not None and self.fsync and self._synced < (self._current, self._size):
+            os.fsync(self._fh.fileno())
+            self.fsyncs += 1
+        self._synced = max(self._synced, (self._current, self._size))
+        self._close_fh()
 
     def truncate_before(self, segment: int) -> list[int]:
         """Delete every segment with an id below ``segment`` (never the current one); returns their ids."""
@@ -232,7 +293,8 @@ class WAL:
             fh.close()
 
     def close(self) -> None:
-        self._close_fh()
+        with self._lock:
+            self._seal_locked()
 
     def __enter__(self) -> WAL:
         return self

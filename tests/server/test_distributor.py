@@ -290,3 +290,36 @@ def test_unknown_or_repeated_answers_rejected() -> None:
     tr.ack(a)
     with pytest.raises(ValueError, match="already answered"):
         tr.fail(a, "x")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_small_pushes_plan_exactly_like_the_batch_path(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pushes of up to 8 series take single-key lookups; they must give the batch path's plan.
+    import pyro_core.server.distributor as distributor
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 9))
+    rf = int(rng.integers(1, 4))
+    states = {int(rng.integers(0, n)): InstanceState.LEAVING} if seed % 3 == 0 else None
+    stale = {int(rng.integers(0, n)): NOW - 3600} if seed % 4 == 1 else None
+    ring = make_ring(n, rf, states=states, heartbeats=stale)
+    series = many_series(int(rng.integers(1, 9)), f"s{seed}")
+    shard_size = int(rng.integers(0, n + 1))
+
+    def plan(small: int) -> PushPlan | str:
+        monkeypatch.setattr(distributor, "_SMALL_PUSH", small)
+        try:
+            return plan_push(ring, "tenant", series, shard_size=shard_size, now=NOW)
+        except TooManyUnhealthyInstancesError as exc:
+            return str(exc)
+
+    small, batch = plan(8), plan(0)
+    if isinstance(small, str) or isinstance(batch, str):
+        assert small == batch
+        return
+    assert small.per_instance == batch.per_instance
+    assert small.addresses == batch.addresses
+    assert small.replicas == batch.replicas
+    assert small.required_acks == batch.required_acks
+    assert small.max_errors == batch.max_errors
+    assert small.tokens.tolist() == batch.tokens.tolist()

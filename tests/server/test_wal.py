@@ -176,3 +176,48 @@ def test_append_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with WAL(tmp_path, fsync=False) as w:
         w.append(b"y")
     assert calls == []
+
+
+def test_group_commit_shares_fsyncs_between_concurrent_appends(tmp_path: Path) -> None:
+    import threading
+
+    wal = WAL(tmp_path / "wal", fsync=True)
+    positions: list[tuple[int, int]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def writer(k: int) -> None:
+        start.wait()
+        for i in range(25):
+            pos = wal.append(f"{k}-{i}".encode())  # sync=True: durable on return
+            assert pos <= wal._synced
+            with lock:
+                positions.append(pos)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(positions) == 200 and len(set(positions)) == 200
+    assert wal.fsyncs <= 200  # never more than one per append; usually far fewer under contention
+    wal.close()
+    records = list(WAL(tmp_path / "wal").replay())
+    assert sorted(records) == sorted(f"{k}-{i}".encode() for k in range(8) for i in range(25))
+
+
+def test_unsynced_appends_become_durable_with_sync_and_on_rotation(tmp_path: Path) -> None:
+    wal = WAL(tmp_path / "wal", fsync=True)
+    p1 = wal.append(b"a", sync=False)
+    p2 = wal.append(b"b", sync=False)
+    assert wal._synced < p1 < p2
+    before = wal.fsyncs
+    wal.sync(p2)
+    assert wal.fsyncs == before + 1 and wal._synced >= p2
+    wal.sync(p1)  # already covered: no second fsync
+    assert wal.fsyncs == before + 1
+    p3 = wal.append(b"c", sync=False)
+    wal.rotate()  # a sealed segment is fsynced first
+    assert wal._synced >= p3
+    wal.close()
+    assert list(WAL(tmp_path / "wal").replay()) == [b"a", b"b", b"c"]

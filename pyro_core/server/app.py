@@ -95,7 +95,7 @@ from pyro_core.server.pprof import (
     ProfileError,
     ProfileTooLargeError,
     SampleTypeConfig,
-    decode_profile,
+    decode_profile_index,
     gunzip_bounded,
     parse_multipart,
     parse_sample_type_config,
@@ -367,14 +367,14 @@ def make_app(
                     fields = parse_multipart(body, headers.get("content-type", ""))
                     if "profile" not in fields:
                         raise ProfileError("multipart body without a 'profile' field")
-                    profile = decode_profile(fields["profile"])
+                    profile = decode_profile_index(fields["profile"])
                     if fields.get("prev_profile"):
-                        prev = decode_profile(fields["prev_profile"])
+                        prev = decode_profile_index(fields["prev_profile"])
                     if fields.get("sample_type_config"):
                         config = parse_sample_type_config(fields["sample_type_config"])
                 else:
-                    profile = decode_profile(body)
-                validate_profile(profile, limits_of(tenant))
+                    profile = decode_profile_index(body)
+                validate_profile(profile.profile, limits_of(tenant))
                 series = profile_to_series(
                     profile,
                     app_name=name.app,
@@ -448,14 +448,13 @@ def make_app(
                     if k != "service_name" and not k.startswith("__") and _TAG_NAME_RE.fullmatch(k)
                 }
                 for m, sample in enumerate(ps.samples):
-                    profile = decode_profile(sample.raw_profile)
+                    index = decode_profile_index(sample.raw_profile)
+                    profile = index.profile
                     validate_profile(profile, limits_of(tenant))
                     sample_id = sample.id or f"{request_id}.{n}.{m}"
                     config = _push_type_config(labels.get(APP_LABEL, ""), profile)
                     ts = profile.time_nanos / 1e9 if profile.time_nanos > 0 else now
-                    series = profile_to_series(
-                        profile, app_name=app, base_tags=tags, sample_type_config=config
-                    )
+                    series = profile_to_series(index, app_name=app, base_tags=tags, sample_type_config=config)
                     for i, s in enumerate(series):
                         rate = s.sample_rate if s.sample_rate is not None else DEFAULT_SAMPLE_RATE
                         writes.append(

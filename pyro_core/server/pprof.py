@@ -177,7 +177,13 @@ def gunzip_bounded(data: bytes, max_size: int) -> bytes:
 
 
 def decode_profile(data: bytes, *, max_size: int = MAX_PROFILE_SIZE) -> Any:
-    """A ``perftools.profiles.Profile`` message from raw or gzipped (sniffed: ``1f 8b``) protobuf.
+    return decode_profile_index(data, max_size=max_size).profile
+
+
+def decode_profile_index(data: bytes, *, max_size: int = MAX_PROFILE_SIZE) -> ProfileIndex:
+    """A ``perftools.profiles.Profile`` message (``decode_profile``), or its checked index
+    (``decode_profile_index``: ``.profile`` is the message; pass it to profile_to_series to skip a
+    second check), from raw or gzipped (sniffed: ``1f 8b``) protobuf.
 
     ``max_size`` bounds the uncompressed profile. Raises ProfileTooLargeError past it and ProfileError
     for anything else that is not a consistent profile (checked like ``profile_to_series`` reads it).
@@ -194,8 +200,7 @@ def decode_profile(data: bytes, *, max_size: int = MAX_PROFILE_SIZE) -> Any:
         profile.ParseFromString(data)
     except (message.DecodeError, RuntimeError, ValueError) as e:
         raise ProfileError(f"invalid pprof protobuf: {e}") from None
-    _ProfileIndex(profile)  # validates
-    return profile
+    return _ProfileIndex(profile)  # validates
 
 
 class _ProfileIndex:
@@ -353,6 +358,10 @@ def _derived_units(unit: str) -> str:
     return "samples" if unit in ("", "count") else unit
 
 
+#: A decoded profile with its checked tables (what decode_profile_index returns).
+ProfileIndex = _ProfileIndex
+
+
 def _sample_tags(index: _ProfileIndex, sample: Any) -> tuple[tuple[str, str], ...]:
     """A sample's string labels usable as tags, sorted (keys ``[A-Za-z0-9_]+`` other than
     ``__name__``, non-empty values without ``, { } =``; numeric labels are ignored)."""
@@ -391,7 +400,8 @@ def profile_to_series(
     sample_type_config: Mapping[str, SampleTypeConfig] | None = None,
     prev_profile: Any = None,
 ) -> list[Series]:
-    """Pyroscope series from a decoded profile: one per sample type and sample label set.
+    """Pyroscope series from a decoded profile (or a ProfileIndex): one per sample type and sample
+    label set.
 
     The series name is ``app_name.<display-name or type>``; its tags are ``base_tags`` overridden by the
     sample's string labels. ``sample_type_config`` (default: DEFAULT_SAMPLE_TYPE_CONFIG) supplies units,
@@ -405,8 +415,13 @@ def profile_to_series(
     """
     config = DEFAULT_SAMPLE_TYPE_CONFIG if sample_type_config is None else sample_type_config
     base = dict(base_tags or {})
-    index = _ProfileIndex(profile)
-    prev_index = _ProfileIndex(prev_profile) if prev_profile is not None else None
+    index = profile if isinstance(profile, _ProfileIndex) else _ProfileIndex(profile)
+    profile = index.profile
+    prev_index: _ProfileIndex | None = None
+    if isinstance(prev_profile, _ProfileIndex):
+        prev_index, prev_profile = prev_profile, prev_profile.profile
+    elif prev_profile is not None:
+        prev_index = _ProfileIndex(prev_profile)
     prev_types = (
         {prev_index.strings[vt.type]: i for i, vt in enumerate(prev_profile.sample_type)}
         if prev_index is not None

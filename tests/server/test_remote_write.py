@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+import pytest
 import trio
 import trio.testing
 from hypercorn.config import Config
@@ -29,6 +30,8 @@ from pyro_core.server.remote_write import (
     RelayItem,
     RemoteWriteConfig,
     RemoteWriter,
+    _Http1Client,
+    _ProtocolError,
     encode_item,
 )
 
@@ -671,3 +674,92 @@ def test_disabled_remote_write_accepts_and_ignores(tmp_path: Path) -> None:
     writer.submit(item())
     assert not writer.enabled and not writer.disable_local_writes
     assert writer.status()["targets"] == []
+
+
+# -- the lean HTTP/1.1 client of http:// targets ----------------------------------------------------
+
+
+async def raw_server(
+    nursery: trio.Nursery, answers: list[bytes], requests: list[bytes], *, close_after: int | None = None
+) -> int:
+    """A TCP server on 127.0.0.1 that reads each request (head + Content-Length body) and writes the
+    next of ``answers``; it closes a connection after ``close_after`` answers on it."""
+    listeners = await nursery.start(trio.serve_tcp, lambda s: _raw_conn(s, answers, requests, close_after), 0)
+    return int(listeners[0].socket.getsockname()[1])
+
+
+async def _raw_conn(
+    stream: trio.SocketStream, answers: list[bytes], requests: list[bytes], close_after: int | None
+) -> None:
+    buf = b""
+    served = 0
+    async with stream:
+        while close_after is None or served < close_after:
+            while b"\r\n\r\n" not in buf:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                buf += data
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+            while len(buf) < length:
+                buf += await stream.receive_some(65536)
+            requests.append(head + b"\r\n\r\n" + buf[:length])
+            buf = buf[length:]
+            await stream.send_all(answers.pop(0))
+            served += 1
+
+
+def test_lean_client_reads_every_response_framing_and_reuses_connections() -> None:
+    async def main() -> None:
+        requests: list[bytes] = []
+        answers = [
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\nRetry-After: 7\r\n\r\n"
+            b"3;ext=1\r\nbus\r\n1\r\ny\r\n0\r\nX-Trailer: t\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        ]
+        async with trio.open_nursery() as nursery:
+            port = await raw_server(nursery, answers, requests)
+            client = _Http1Client(f"http://127.0.0.1:{port}/prefix", max_idle=4)
+            url = f"http://127.0.0.1:{port}/prefix/ingest?name=a%7Bb%3Dc%7D"
+            r1 = await client.post(url, content=b"main 1\n", headers=[("X-Scope-OrgID", "t1")])
+            r2 = await client.post(url, content=b"", headers=[])
+            r3 = await client.post(url, content=b"x" * 100_000, headers=[])  # head and body sent apart
+            assert (r1.status_code, r1.content) == (200, b"ok")
+            assert (r2.status_code, r2.content, r2.headers["retry-after"]) == (503, b"busy", "7")
+            assert (r3.status_code, r3.content) == (200, b"")
+            assert len(client._idle) == 1  # one connection served all three
+            first = requests[0].decode()
+            assert first.startswith("POST /prefix/ingest?name=a%7Bb%3Dc%7D HTTP/1.1\r\n")
+            assert f"Host: 127.0.0.1:{port}\r\n" in first and "X-Scope-OrgID: t1\r\n" in first
+            assert first.endswith("Content-Length: 7\r\n\r\nmain 1\n")
+            assert len(requests[2]) > 100_000
+            with pytest.raises(_ProtocolError):
+                await client.post(url, content=b"", headers=[("X-Evil", "a\r\nInjected: 1")])
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_lean_client_retries_a_stale_keep_alive_connection_once_and_reads_to_close() -> None:
+    async def main() -> None:
+        requests: list[bytes] = []
+        ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        answers = [ok, ok, b"HTTP/1.0 202 Accepted\r\n\r\nuntil the end"]
+        async with trio.open_nursery() as nursery:
+            # The server closes every connection after one answer, without saying so.
+            port = await raw_server(nursery, answers, requests, close_after=1)
+            client = _Http1Client(f"http://127.0.0.1:{port}", max_idle=4)
+            url = f"http://127.0.0.1:{port}/ingest"
+            assert (await client.post(url, content=b"a", headers=[])).status_code == 200
+            await trio.sleep(0.1)  # the server has closed the kept connection by now
+            assert (await client.post(url, content=b"b", headers=[])).status_code == 200
+            r = await client.post(url, content=b"c", headers=[])
+            assert (r.status_code, r.content) == (202, b"until the end")
+            assert client._idle == []  # a body delimited by the close is not reusable
+            assert [q.rsplit(b"\r\n\r\n", 1)[1] for q in requests] == [b"a", b"b", b"c"]
+            nursery.cancel_scope.cancel()
+
+    run(main)

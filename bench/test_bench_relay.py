@@ -1,0 +1,229 @@
+# What remote write costs a node's ingest: one `pyro-core server` process taking small folded profiles
+# from wrk, alone and as a relay to two targets (issue 5: the relay should cost <= 30% of ingest
+# throughput). Not a test: nothing asserts on wall-clock time.
+# Owns: the group "relay". Scenarios, each one wrk run (32 connections, ~1 KiB folded bodies, POST
+# /ingest; DURATION seconds after a 1 s warm-up), all in the same pytest run:
+#   - plain         the server without remote write (the peer: what ingest alone sustains);
+#   - memory        the same server relaying every profile to two pyro-core targets (separate
+#                   processes, shared by the scenarios) through in-memory queues (queue-size 100000,
+#                   so that nothing is dropped and every profile is really sent);
+#   - spool         the same, with the durable spool on both targets (each 200 waits for the
+#                   batched fsync of the spool);
+#   - memory-cheap  in-memory queues to two trivial HTTP targets (hypercorn answering 200, no work):
+#                   the relay's own cost without the targets' ingest competing for the 2 cores.
+# Figures in extra_info: req/s, p50/p99, errors, the relay's CPU milliseconds per profile (utime +
+# stime of the server process from the warm-up to the end of the drain, over every profile sent:
+# independent of what the other processes take from the 2 cores), profiles sent and dropped per
+# target, drain seconds after wrk stops, `cost_vs_plain` = 1 - req/s / req/s of plain, and
+# `cpu_vs_plain` = the relay's CPU per profile / plain's (the relay's own cost). The table
+# is printed at the end (run with -s) and stored in the last scenario's extra_info["table"].
+# wrk, the servers and the targets share 2 cores: the req/s are loaded-machine figures.
+# Under --benchmark-disable the runs are 1 s.
+# Run: python -m pytest bench/test_bench_relay.py --benchmark-only -s
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ingest_wrk
+
+GROUP = "relay"
+DURATION = 8.0
+WARMUP = 1.0
+CONNECTIONS = 32
+SCENARIOS = ("plain", "memory", "spool", "memory-cheap")
+HOST = ingest_wrk.HOST
+INGEST_PATH = f"/ingest?{ingest_wrk.APP_QUERY}&format=folded"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_results: dict[str, dict[str, Any]] = {}
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("wrk") is None and not Path(ingest_wrk.WRK).exists(), reason="needs wrk"
+)
+
+
+def server_argv(data: Path, port: int, config: Path | None = None) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "pyro_core",
+        "server",
+        f"-server.http-listen-port={port}",
+        f"-server.http-listen-address={HOST}",
+        f"-pyroscopedb.data-path={data}",
+        f"-memberlist.bind-addr={HOST}",
+        f"-memberlist.bind-port={ingest_wrk.free_port()}",
+        "-memberlist.leave-timeout=2s",
+        "-ingester.heartbeat-period=1s",
+        "-log.level=warn",
+        *ingest_wrk.UNLIMITED,
+    ]
+    if config is not None:
+        argv.append(f"-config.file={config}")
+    return argv
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def get_json(url: str) -> Any:
+    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[str]]]:
+    """Two pyro-core targets and two trivial ones, started once for every scenario."""
+    work = tmp_path_factory.mktemp("relay-targets")
+    with ExitStack() as stack:
+        pyro: list[str] = []
+        for name in ("a", "b"):
+            port = ingest_wrk.free_port()
+            url = f"http://{HOST}:{port}"
+            stack.enter_context(ingest_wrk.running(server_argv(work / name, port), url + "/ready"))
+            pyro.append(url)
+        cheap = [stack.enter_context(ingest_wrk.ceiling_server()) for _ in range(2)]
+        yield {"pyro": pyro, "cheap": cheap}
+
+
+def relay_config(scenario: str, urls: dict[str, list[str]]) -> dict[str, Any] | None:
+    if scenario == "plain":
+        return None
+    addresses = urls["cheap"] if scenario == "memory-cheap" else urls["pyro"]
+    target: dict[str, Any] = {"queue-size": 100_000, "min-backoff": "100ms", "max-backoff": "1s"}
+    if scenario == "spool":
+        target["spool"] = {"enabled": True, "max-bytes": "1GiB"}
+    return {
+        "remote-write": {
+            "enabled": True,
+            "targets": {f"t{i}": {"address": a, **target} for i, a in enumerate(addresses)},
+        }
+    }
+
+
+def wait_drained(url: str, timeout: float = 300.0) -> list[dict[str, Any]]:
+    """Until every target's queue (or spool) is empty and nothing is in flight; the targets' status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = get_json(url + "/remote-write")["targets"]
+        busy = [
+            t
+            for t in status
+            if t["queue"]["depth"] or t["in_flight"] or (t["spool"] is not None and t["spool"]["entries"])
+        ]
+        if not busy or time.monotonic() > deadline:
+            return list(status)
+        time.sleep(0.05)
+
+
+def markdown(results: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        "| scenario | req/s | p50 | p99 | relay CPU ms/profile | sent per target | dropped | drain "
+        "| req/s cost vs plain | CPU/profile vs plain |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in SCENARIOS:
+        r = results.get(name)
+        if r is None:
+            continue
+        cost = r.get("cost_vs_plain")
+        cpu = r.get("cpu_vs_plain")
+        sent = " / ".join(str(s) for s in r.get("sent", [])) or "-"
+        lines.append(
+            f"| {name} | {r['req_per_s']:,.0f} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms "
+            f"| {r['cpu_ms_per_profile']:.3f} | {sent} | {sum(r.get('dropped', [0]))} "
+            f"| {r.get('drain_s', 0.0):.1f} s | {'-' if cost is None else f'{cost:.0%}'} "
+            f"| {'-' if cpu is None else f'{cpu:.2f}x'} |"
+        )
+    return "\n".join(lines)
+
+
+@pytest.mark.benchmark(group=GROUP)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_relay_ingest(benchmark: Any, scenario: str, targets: dict[str, list[str]], tmp_path: Path) -> None:
+    disabled = bool(getattr(benchmark, "disabled", False))
+    duration, warmup = (1.0, 0.0) if disabled else (DURATION, WARMUP)
+    body = ingest_wrk.folded_body(ingest_wrk.SMALL_BYTES, depth=(4, 8), distinct=200)
+    config = relay_config(scenario, targets)
+    config_path: Path | None = None
+    if config is not None:
+        config_path = tmp_path / "relay.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+    port = ingest_wrk.free_port()
+    url = f"http://{HOST}:{port}"
+    argv = server_argv(tmp_path / "data", port, config_path)
+    with ingest_wrk.running(argv, url + "/ready") as proc:
+        cpu_before = cpu_seconds(proc.pid)
+        runs: list[ingest_wrk.WrkResult] = []
+
+        def run() -> ingest_wrk.WrkResult:
+            if warmup > 0:
+                runs.append(
+                    ingest_wrk.run_wrk(
+                        f"{scenario}-warmup",
+                        url + INGEST_PATH,
+                        body,
+                        duration=warmup,
+                        connections=CONNECTIONS,
+                        workdir=tmp_path,
+                    )
+                )
+            res = ingest_wrk.run_wrk(
+                scenario,
+                url + INGEST_PATH,
+                body,
+                duration=duration,
+                connections=CONNECTIONS,
+                workdir=tmp_path,
+            )
+            runs.append(res)
+            return res
+
+        res = benchmark.pedantic(run, rounds=1, iterations=1)
+        stopped = time.monotonic()
+        info: dict[str, Any] = {
+            "req_per_s": res.req_per_s,
+            "requests": res.requests,
+            "errors": res.errors,
+            "p50_ms": res.p50_ms,
+            "p99_ms": res.p99_ms,
+            "connections": CONNECTIONS,
+            "body_bytes": len(body),
+            "duration_s": res.duration_s,
+        }
+        profiles = sum(r.requests - r.raw["status"] for r in runs)
+        if config is not None:
+            status = wait_drained(url)
+            info["drain_s"] = time.monotonic() - stopped
+            info["sent"] = [t["sent"] for t in status]
+            info["dropped"] = [t["dropped"] for t in status]
+            info["given_up"] = [t["given_up"] + t["permanent_failures"] for t in status]
+            info["profiles"] = profiles
+        info["cpu_ms_per_profile"] = (cpu_seconds(proc.pid) - cpu_before) * 1000 / max(profiles, 1)
+    plain = _results.get("plain")
+    if plain is not None and scenario != "plain":
+        info["cost_vs_plain"] = 1 - res.req_per_s / plain["req_per_s"]
+        info["cpu_vs_plain"] = info["cpu_ms_per_profile"] / plain["cpu_ms_per_profile"]
+    _results[scenario] = info
+    if scenario == SCENARIOS[-1]:
+        table = markdown(_results)
+        info["table"] = table
+        print("\n" + table)
+    benchmark.extra_info.update(info)
+    assert res.errors == 0, res.raw

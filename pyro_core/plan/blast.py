@@ -5,6 +5,8 @@
 # dskit's quorum rule says) — averaged over failure sets: exact hypergeometric for "loses a replica";
 # for "loses quorum" every k-subset when there are at most ``exact_limit`` of them, else a seeded
 # sample of ``samples`` subsets (with its standard error). Zones fail one at a time, exactly.
+# Quorum losses are counted sparsely (instance → sets holding it → shards using them), so a failure set
+# costs what it touches, not every set of the cluster; the dense reference method is kept for tests.
 # Must not know: how the placement was built, printing; the seed is an argument.
 from __future__ import annotations
 
@@ -52,19 +54,80 @@ class _Sets:
         self.quorum = rf // 2 + 1
         rows = [s.sets for s in placement.shards]
         width = max((r.shape[1] for r in rows), default=rf)
-        padded = [np.pad(r, ((0, 0), (0, width - r.shape[1])), constant_values=-1) for r in rows]
-        allsets = np.concatenate(padded) if padded else np.zeros((0, width), dtype=np.int64)
-        self.sets, inverse = np.unique(allsets, axis=0, return_inverse=True)
-        self.size = (self.sets >= 0).sum(axis=1)
-        self.offsets = np.cumsum([0] + [len(r) for r in rows])
-        self.set_of = inverse.ravel()  # per (shard, set) row: index into self.sets
+        counts = np.array([len(r) for r in rows], dtype=np.int64)
+        allsets = np.full((int(counts.sum()), width), -1, dtype=np.int64)
+        at = 0
+        for r in rows:  # pad every shard's rows to the widest with -1
+            allsets[at : at + len(r), : r.shape[1]] = r
+            at += len(r)
         self.n = len(placement.instance_ids)
+        base = self.n + 1
+        if width * np.log2(base) < 62:  # np.unique(axis=0), fast: rows packed into one int64
+            packed = np.zeros(len(allsets), dtype=np.int64)
+            for j in range(width):
+                packed = packed * base + (allsets[:, j] + 1)
+            _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+            self.sets = allsets[first]
+        else:
+            self.sets, inverse = np.unique(allsets, axis=0, return_inverse=True)
+        self.size = (self.sets >= 0).sum(axis=1)
+        self.offsets = np.concatenate(([0], np.cumsum(counts)))
+        self.set_of = inverse.ravel()  # per (shard, set) row: index into self.sets
         # per shard, how many tenants (and how much rate) it carries
         self.tenants = np.bincount(placement.shard_of, minlength=len(placement.shards)).astype(np.float64)
         self.rate = np.bincount(placement.shard_of, weights=placement.rates, minlength=len(placement.shards))
+        # sparse indices: instance → sets holding it; set → shards using it
+        set_ids = np.nonzero(self.sets.T >= 0)[1]
+        members = self.sets.T[self.sets.T >= 0]
+        order = np.argsort(members, kind="stable")
+        self.inst_sets = set_ids[order]
+        self.inst_ptr = np.searchsorted(members[order], np.arange(self.n + 1))
+        shard_of_row = np.repeat(np.arange(len(counts)), counts)
+        order = np.argsort(self.set_of, kind="stable")
+        self.set_shards = shard_of_row[order]
+        self.set_ptr = np.searchsorted(self.set_of[order], np.arange(len(self.sets) + 1))
+        # a set loses quorum once this many of its members fail (≤ 0: it never had quorum)
+        self.down_needed = self.size - self.quorum + 1
+        never = np.flatnonzero(self.down_needed <= 0)
+        self.always_lost = np.unique(self._shards_of(never))
+
+    def _shards_of(self, sets: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        if len(sets) == 0:
+            return np.zeros(0, dtype=np.int64)
+        starts, ends = self.set_ptr[sets], self.set_ptr[sets + 1]
+        return self.set_shards[_ranges(starts, ends)].astype(np.int64)
+
+    def losses(
+        self, failed: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """failed: (S, k) instance indices → per row (tenants, rate) of the shards that have a set below
+        quorum. Sparse: only the sets holding a failed instance are looked at."""
+        s_count = failed.shape[0]
+        flat = failed.ravel()
+        row = np.repeat(np.arange(s_count), failed.shape[1])
+        starts, ends = self.inst_ptr[flat], self.inst_ptr[flat + 1]
+        idx = _ranges(starts, ends)
+        set_ids = self.inst_sets[idx]
+        rows = np.repeat(row, ends - starts)
+        nsets = len(self.sets)
+        key, down = np.unique(rows * nsets + set_ids, return_counts=True)
+        lost = key[down >= self.down_needed[key % nsets]]
+        lost_rows, lost_sets = lost // nsets, lost % nsets
+        starts, ends = self.set_ptr[lost_sets], self.set_ptr[lost_sets + 1]
+        shard = self.set_shards[_ranges(starts, ends)]
+        shard_rows = np.repeat(lost_rows, ends - starts)
+        if len(self.always_lost):
+            shard = np.concatenate([shard, np.tile(self.always_lost, s_count)])
+            shard_rows = np.concatenate([shard_rows, np.repeat(np.arange(s_count), len(self.always_lost))])
+        pair = np.unique(shard_rows * len(self.tenants) + shard)
+        pr, ps = pair // len(self.tenants), pair % len(self.tenants)
+        tenants = np.bincount(pr, weights=self.tenants[ps], minlength=s_count).astype(np.float64)
+        rate = np.bincount(pr, weights=self.rate[ps], minlength=s_count).astype(np.float64)
+        return tenants, rate
 
     def shards_losing_quorum(self, failed: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-        """failed: (S, n) bool → (S, shards) bool: the shard has a set below quorum."""
+        """failed: (S, n) bool → (S, shards) bool: the shard has a set below quorum (dense; the
+        reference the sparse ``losses`` is tested against, and the zone failures' method)."""
         padded = np.concatenate([failed, np.zeros((failed.shape[0], 1), dtype=bool)], axis=1)
         down = padded[:, self.sets].sum(axis=2)  # -1 indexes the always-alive pad column
         lost_set = (self.size[None, :] - down) < self.quorum
@@ -78,10 +141,29 @@ class _Sets:
         return out
 
 
+def _ranges(starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The concatenation of arange(start, end) for every pair, vectorized."""
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out: npt.NDArray[np.int64] = (np.repeat(starts, lengths) + np.arange(total) - offsets).astype(np.int64)
+    return out
+
+
 def blast_radius(
-    placement: Placement, k: int, seed: int, *, samples: int = 2000, exact_limit: int = 20_000
+    placement: Placement,
+    k: int,
+    seed: int,
+    *,
+    samples: int = 2000,
+    exact_limit: int = 20_000,
+    dense: bool = False,
 ) -> BlastReport:
-    """Expected harm when ``k`` instances chosen uniformly at random fail together."""
+    """Expected harm when ``k`` instances chosen uniformly at random fail together. ``dense``: the
+    reference method (every set checked for every failure set); the default looks only at the sets
+    that hold a failed instance, with identical tenant shares."""
     n = len(placement.instance_ids)
     k = min(max(k, 0), n)
     tenants = max(len(placement.tenants), 1)
@@ -103,17 +185,22 @@ def blast_radius(
     shares: list[float] = []
     rate_shares: list[float] = []
     total_rate = float(placement.rates.sum()) or 1.0
-    chunk = max(1, min(256, 4_000_000 // max(1, len(sets.sets) * max(1, sets.sets.shape[1]))))
+    chunk = 4096
     while True:
         block = list(itertools.islice(combos, chunk))
         if not block:
             break
-        failed = np.zeros((len(block), n), dtype=bool)
-        for row, members in enumerate(block):
-            failed[row, list(members)] = True
-        lost = sets.shards_losing_quorum(failed)
-        shares.extend((lost @ sets.tenants / tenants).tolist())
-        rate_shares.extend((lost @ sets.rate / total_rate).tolist())
+        failed = np.array(block, dtype=np.int64).reshape(len(block), k)
+        if dense:
+            mask = np.zeros((len(block), n), dtype=bool)
+            mask[np.repeat(np.arange(len(block)), k), failed.ravel()] = True
+            lost = sets.shards_losing_quorum(mask)
+            shares.extend((lost @ sets.tenants / tenants).tolist())
+            rate_shares.extend((lost @ sets.rate / total_rate).tolist())
+        else:
+            lost_tenants, lost_rate = sets.losses(failed)
+            shares.extend((lost_tenants / tenants).tolist())
+            rate_shares.extend((lost_rate / total_rate).tolist())
     arr = np.array(shares) if shares else np.zeros(1)
     stderr = 0.0 if method == "exact" or len(arr) < 2 else float(arr.std(ddof=1) / math.sqrt(len(arr)))
     return BlastReport(

@@ -355,6 +355,16 @@ def render_plan(r: dict[str, Any]) -> str:
             f"— peak {num(rec['peak_load_mb_s'])} MB/s of {num(rec['usable_capacity_mb_s'])} usable "
             f"({pct(rec['peak_utilisation'], 1)} of capacity; {verdict} the headroom)"
         )
+        out.append(
+            f"  lower bound (perfect balance): {rec['lower_bound_instances']} instances; "
+            f"imbalance costs {pct(rec['imbalance_cost'], 1)} more"
+        )
+        conf = rec["configured_shard_size_instances"]
+        if rec["configured_shard_size"] and rec["configured_shard_size"] != rec["shard_size"]:
+            out.append(
+                f"  keeping shard size {rec['configured_shard_size']}: "
+                + (f"{conf} instances" if conf is not None else "no count within the search limit")
+            )
         if rec["shard_overrides"]:
             big = sorted(rec["shard_overrides"].items(), key=lambda kv: -kv[1])[:10]
             out.append("  per-tenant shard sizes: " + ", ".join(f"{k}={v}" for k, v in big))

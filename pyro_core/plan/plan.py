@@ -14,9 +14,15 @@ from typing import Any, Protocol
 from pyro_core.plan.blast import blast_radius, zone_blast
 from pyro_core.plan.churn import churn
 from pyro_core.plan.gossip import plan_gossip
-from pyro_core.plan.load import build_ring_desc, make_ring, place_tenants, summarize_load
+from pyro_core.plan.load import (
+    build_ring_desc,
+    make_ring,
+    nested_ring_desc,
+    place_tenants,
+    summarize_load,
+)
 from pyro_core.plan.overlap import simulate_overlap
-from pyro_core.plan.recommend import Recommendation, recommend_instances, recommend_shard_sizes
+from pyro_core.plan.recommend import recommend as recommend_capacity
 from pyro_core.plan.scenario import Scenario, Tenant
 from pyro_core.ring.model import RingDesc
 
@@ -107,23 +113,22 @@ def run(
     recommendation: dict[str, Any] | None = None
     if recommend and sc.instance_capacity:
         t0 = clock()
-        usable = sc.instance_capacity * (1.0 - sc.headroom)
-        size, overrides = recommend_shard_sizes(
-            tenants, sc.replication_factor, sc.zones, sc.shard_size, usable
-        )
-        sized = [Tenant(t.name, t.rate, overrides.get(t.name, t.shard_size)) for t in tenants]
-        minimum = max(sc.replication_factor, sc.zones, size, *(o for o in overrides.values()))
 
-        def evaluate(n: int) -> float:
-            r = make_ring(build_ring_desc(n, sc.zones, sc.tokens, sc.seed), sc.replication_factor, sc.zones)
-            with progress(f"trying {n} instances", len(sized)) as bar:
-                return float(place_tenants(r, sized, size, bar.update).instance_load().max())
+        def evaluate(n: int, size: int, overrides: dict[str, int]) -> float:
+            r = make_ring(nested_ring_desc(n, sc.zones, sc.tokens, sc.seed), sc.replication_factor, sc.zones)
+            sized = [Tenant(t.name, t.rate, overrides.get(t.name, t.shard_size)) for t in tenants]
+            with progress(f"trying {n} instances, shard size {size or 'all'}", len(sized)) as bar:
+                placed = place_tenants(r, sized, size, bar.update, with_sets=False)
+            return float(placed.instance_load().max())
 
-        n, peak, evaluations, fits = recommend_instances(
-            evaluate, summary.total_replicated, usable, minimum, summary.imbalance
-        )
-        recommendation = Recommendation(
-            n, size, overrides, usable, peak, peak / sc.instance_capacity, evaluations, fits
+        recommendation = recommend_capacity(
+            evaluate,
+            tenants,
+            rf=sc.replication_factor,
+            zones=sc.zones,
+            configured_shard_size=sc.shard_size,
+            capacity=sc.instance_capacity,
+            headroom=sc.headroom,
         ).to_dict()
         timings["recommend_s"] = clock() - t0
 

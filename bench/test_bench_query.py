@@ -60,6 +60,9 @@ def _start(name: str, http: int, ml: int, data: Path, rf: int, join: int | None)
         f"-memberlist.nodename={name}", "-memberlist.bind-addr=127.0.0.1", f"-memberlist.bind-port={ml}",
         "-memberlist.pullpush-interval=1s", "-ingester.heartbeat-period=1s", "-ingester.num-tokens=32",
         f"-distributor.replication-factor={rf}",
+        # an hour of backfilled data at full speed: no ingestion window, no rate limit
+        "-validation.reject-older-than=0", "-distributor.ingestion-rate-limit-mb=100000",
+        "-distributor.ingestion-burst-size-mb=100000",
     ]  # fmt: skip
     if join is not None:
         argv.append(f"-memberlist.join=127.0.0.1:{join}")

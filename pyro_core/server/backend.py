@@ -132,7 +132,7 @@ class LocalBackend:
         series, meta = await trio.to_thread.run_sync(
             self.ingester.query, QueryRequest(tenant, str(query), start, end)
         )
-        return merge_replica_answers([series]), meta.get(query.app_name)
+        return StackTree(merge_replica_answers([series])), meta.get(query.app_name)
 
     async def labels(self, request: LabelsRequest) -> tuple[list[str], dict[str, Meta]]:
         return await trio.to_thread.run_sync(self.ingester.labels, request)
@@ -374,7 +374,7 @@ class ClusterBackend:
                 except InternalProtocolError as exc:
                     raise BackendError(502, f"bad answer from an ingester: {exc}") from None
             decoded.append(answer)
-        tree = merge_replica_answers(series for series, _ in decoded)
+        tree = StackTree(merge_replica_answers(series for series, _ in decoded))
         meta = merge_meta(m for _, m in decoded)
         return tree, meta.get(query.app_name)
 

@@ -13,8 +13,6 @@ from typing import Any, Final
 
 import msgpack
 
-from pyro_core.server.tree import StackTree
-
 __all__ = [
     "CONTENT_TYPE",
     "LABELS_PATH",
@@ -40,12 +38,12 @@ PUSH_PATH: Final = "/internal/ingester/push"
 QUERY_PATH: Final = "/internal/ingester/query"
 LABELS_PATH: Final = "/internal/ingester/labels"
 CONTENT_TYPE: Final = "application/x-pyro-core-msgpack"
-_VERSION: Final = 1
+_VERSION: Final = 2
 
 #: App metadata as carried between nodes: (spyName, sampleRate, units).
 Meta = tuple[str, int, str]
-#: One series' data in one time bucket, as one ingester holds it.
-SeriesBuckets = dict[tuple[tuple[tuple[str, str], ...], int], tuple[dict[str, str], StackTree]]
+#: What one ingester holds of the queried series: (series key, bucket) → (labels, flat stacks).
+SeriesBuckets = dict[tuple[tuple[tuple[str, str], ...], int], tuple[dict[str, str], dict[bytes, int]]]
 
 
 class InternalProtocolError(ValueError):
@@ -172,19 +170,7 @@ def decode_push(body: bytes) -> tuple[str, list[SeriesWrite]]:
         if not isinstance(row, list) or len(row) != 5:
             raise InternalProtocolError(f"{what}: expected [labels, timestamp, stacks, id, meta]")
         labels, ts, pairs, pid, meta = row
-        if not isinstance(pairs, list):
-            raise InternalProtocolError(f"{what}: stacks must be an array")
-        stacks: dict[bytes, int] = {}
-        for pair in pairs:
-            if (
-                not isinstance(pair, list)
-                or len(pair) != 2
-                or not isinstance(pair[0], bytes)
-                or isinstance(pair[1], bool)
-                or not isinstance(pair[1], int)
-            ):
-                raise InternalProtocolError(f"{what}: a stack must be [bytes, integer]")
-            stacks[pair[0]] = stacks.get(pair[0], 0) + pair[1]
+        stacks = _stacks(pairs, what)
         if pid is not None and not isinstance(pid, str):
             raise InternalProtocolError(f"{what}: the profile id must be a string or nil")
         spy, rate, units = _meta(meta, what)
@@ -215,10 +201,28 @@ def encode_query_result(series: SeriesBuckets, meta: Mapping[str, Meta]) -> byte
     return _pack(
         [
             _VERSION,
-            [[labels, bucket, tree.to_bytes()] for (_, bucket), (labels, tree) in series.items()],
+            [[labels, bucket, list(stacks.items())] for (_, bucket), (labels, stacks) in series.items()],
             {app: list(m) for app, m in meta.items()},
         ]
     )
+
+
+def _stacks(pairs: Any, what: str) -> dict[bytes, int]:
+    if not isinstance(pairs, list):
+        raise InternalProtocolError(f"{what}: stacks must be an array")
+    out: dict[bytes, int] = {}
+    for pair in pairs:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not isinstance(pair[0], bytes)
+            or isinstance(pair[1], bool)
+            or not isinstance(pair[1], int)
+            or pair[1] < 0
+        ):
+            raise InternalProtocolError(f"{what}: a stack must be [bytes, non-negative integer]")
+        out[pair[0]] = out.get(pair[0], 0) + pair[1]
+    return out
 
 
 def decode_query_result(body: bytes) -> tuple[SeriesBuckets, dict[str, Meta]]:
@@ -227,25 +231,18 @@ def decode_query_result(body: bytes) -> tuple[SeriesBuckets, dict[str, Meta]]:
         raise InternalProtocolError("query result: expected [version, series, meta]")
     out: SeriesBuckets = {}
     for row in rows:
-        if (
-            not isinstance(row, list)
-            or len(row) != 3
-            or isinstance(row[1], bool)
-            or not isinstance(row[1], int)
-            or not isinstance(row[2], bytes)
-        ):
-            raise InternalProtocolError("query result: a series must be [labels, bucket, tree]")
+        bucket = row[1] if isinstance(row, list) and len(row) == 3 else None
+        if isinstance(bucket, bool) or not isinstance(bucket, int):
+            raise InternalProtocolError("query result: a series must be [labels, bucket, stacks]")
         labels = _labels(row[0], "query result")
-        try:
-            tree = StackTree.from_bytes(row[2])
-        except Exception as exc:
-            raise InternalProtocolError(f"query result: bad tree: {exc}") from None
+        stacks = _stacks(row[2], "query result")
         key = (tuple(sorted(labels.items())), row[1])
         have = out.get(key)
         if have is None:
-            out[key] = (labels, tree)
+            out[key] = (labels, stacks)
         else:
-            have[1].merge(tree)
+            for k, v in stacks.items():
+                have[1][k] = have[1].get(k, 0) + v
     return out, {str(app): _meta(m, "query result") for app, m in meta.items()}
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pyro_core.ring.model import READ
 from pyro_core.server.internal import Meta, SeriesBuckets
-from pyro_core.server.tree import StackTree
+from pyro_core.server.storage import FlatStacks, merge_stacks
 
 __all__ = ["merge_meta", "merge_replica_answers", "merge_union", "query_targets"]
 
@@ -38,20 +38,21 @@ def query_targets(
     return ring.replication_set_for_operation(READ, now)
 
 
-def merge_replica_answers(answers: Iterable[SeriesBuckets]) -> StackTree:
-    """Merge the per-series, per-bucket trees of several ingesters into one tree, counting each
-    ``(series, bucket)`` once: of the replicas holding it, the one with the most samples (a replica
-    that missed writes, e.g. while it was down, holds a subset of the others). Ties keep the first
-    answer, so the caller's order makes the result deterministic."""
-    best: dict[Any, StackTree] = {}
+def merge_replica_answers(answers: Iterable[SeriesBuckets]) -> FlatStacks:
+    """Merge the per-series, per-bucket samples of several ingesters into one flat map, counting
+    each ``(series, bucket)`` once: of the replicas holding it, the one with the most samples (a
+    replica that missed writes, e.g. while it was down, holds a subset of the others). Ties keep the
+    first answer, so the caller's order makes the result deterministic."""
+    best: dict[Any, tuple[int, FlatStacks]] = {}
     for answer in answers:
-        for key, (_, tree) in answer.items():
+        for key, (_, stacks) in answer.items():
+            total = sum(stacks.values())
             have = best.get(key)
-            if have is None or tree.total > have.total:
-                best[key] = tree
-    out = StackTree()
-    for tree in best.values():
-        out.merge(tree)
+            if have is None or total > have[0]:
+                best[key] = (total, stacks)
+    out: FlatStacks = {}
+    for _, stacks in best.values():
+        merge_stacks(out, stacks)
     return out
 
 

@@ -31,19 +31,24 @@ replays WAL segments >= ``C``. Each acknowledged sample is therefore counted exa
 at any point. A block that fails its checks is skipped, logged and listed in
 :attr:`Storage.corrupt_blocks`; it does not stop ``open()``.
 
-Block file, version 1 (little-endian)::
+Stacks are kept flat: each (series, bucket) holds ``{b"root;…;leaf": value}``. Merging flat maps costs
+one dict operation per distinct stack (a tree merge costs one per node), so a query over an hour of
+data stays fast; a :class:`StackTree` is built once, from the merged result.
 
-    b"PYBK" u8 version=1 3×pad  u64 block_id  i64 min_t  i64 max_t  u32 index_len
+Block file, version 2 (little-endian; version 1, with ``StackTree.to_bytes()`` blobs, is still read)::
+
+    b"PYBK" u8 version=2 3×pad  u64 block_id  i64 min_t  i64 max_t  u32 index_len
     index: msgpack [[tenant, {labels}, [[bucket, offset, length], …]], …]
-    data: StackTree.to_bytes() blobs (offsets relative to the end of the index)
+    data: one msgpack [[stack, value], …] blob per bucket (offsets relative to the end of the index)
     u32 crc32 of everything before it
 
 ``min_t`` is the earliest bucket start and ``max_t`` the latest bucket end; retention deletes a block
 once ``max_t <= now - retention``.
 
 WAL record payload: msgpack ``[1, tenant, {labels}, bucket, [[stack, value], …], profile_id|None]``.
-Checkpoint file: ``b"PYCK" u8 version=1``, msgpack ``{"ids": {tenant: [id, …]}, "series": [[tenant,
-{labels}, bucket, tree_bytes], …]}``, ``u32 crc32`` of everything before it.
+Checkpoint file: ``b"PYCK" u8 version=2``, msgpack ``{"ids": {tenant: [id, …]}, "series": [[tenant,
+{labels}, bucket, [[stack, value], …]], …]}``, ``u32 crc32`` of everything before it (version 1, with
+tree bytes in place of the pairs, is still read).
 """
 
 from __future__ import annotations
@@ -87,14 +92,54 @@ DEFAULT_MAX_PROFILE_IDS = 100_000
 
 _WAL_RECORD_VERSION = 1
 _BLOCK_MAGIC = b"PYBK"
-_BLOCK_VERSION = 1
+_BLOCK_VERSION = 2
+_BLOCK_VERSIONS = (1, 2)
 _BLOCK_HEAD = struct.Struct("<4sB3xQqqI")
 _CKPT_MAGIC = b"PYCK"
-_CKPT_VERSION = 1
+_CKPT_VERSION = 2
 _CRC = struct.Struct("<I")
 
 SeriesKey = tuple[tuple[str, str], ...]
 Stacks = Mapping[bytes, int] | Mapping[str, int]
+#: One series' samples in one bucket: ``b"root;…;leaf"`` → value (> 0).
+FlatStacks = dict[bytes, int]
+
+
+def clean_stacks(stacks: Stacks | Iterable[tuple[bytes | str, int]]) -> FlatStacks:
+    """``stacks`` as a flat map with bytes keys (zero values dropped, repeated keys added up); a
+    negative or non-integer value raises ValueError/TypeError."""
+    items = stacks.items() if isinstance(stacks, Mapping) else stacks
+    out: FlatStacks = {}
+    for k, v in items:
+        key = k.encode() if isinstance(k, str) else k
+        if not isinstance(key, bytes):
+            raise TypeError(f"stack keys must be bytes or str, got {type(k).__name__}")
+        if isinstance(v, bool) or not isinstance(v, int):
+            v = int(v)
+        if v < 0:
+            raise ValueError(f"negative sample value {v} for stack {key[:80]!r}")
+        if v:
+            out[key] = out.get(key, 0) + v
+    return out
+
+
+def merge_stacks(into: FlatStacks, other: Mapping[bytes, int]) -> None:
+    """Add ``other``'s values into ``into`` (in place)."""
+    if not into:
+        into.update(other)
+        return
+    get = into.get
+    for k, v in other.items():
+        into[k] = get(k, 0) + v
+
+
+def pack_stacks(stacks: Mapping[bytes, int]) -> bytes:
+    out: bytes = msgpack.packb(list(stacks.items()), use_bin_type=True)
+    return out
+
+
+def unpack_stacks(blob: bytes) -> FlatStacks:
+    return {bytes(k): int(v) for k, v in msgpack.unpackb(blob, raw=False)}
 
 
 class StorageCorruptionError(Exception):
@@ -148,11 +193,11 @@ def _fsync_dir(path: Path) -> None:
 @dataclass
 class _Series:
     labels: dict[str, str]
-    buckets: dict[int, StackTree] = field(default_factory=dict)
+    buckets: dict[int, FlatStacks] = field(default_factory=dict)
 
 
 class Head:
-    """In-memory series per tenant: ``(tenant, series key) → {bucket start: StackTree}``, plus a bounded
+    """In-memory series per tenant: ``(tenant, series key) → {bucket start: flat stacks}``, plus a bounded
     per-tenant set of recently seen profile ids for deduplication. Not thread-safe."""
 
     def __init__(
@@ -193,8 +238,10 @@ class Head:
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def add_tree(self, tenant: str, labels: Mapping[str, str], bucket: int, tree: StackTree) -> None:
-        """Merge ``tree`` into one bucket of one series (no deduplication)."""
+    def add_stacks(
+        self, tenant: str, labels: Mapping[str, str], bucket: int, stacks: Mapping[bytes, int]
+    ) -> None:
+        """Add clean flat ``stacks`` into one bucket of one series (no deduplication)."""
         series = self._tenants.setdefault(tenant, {})
         key = series_key(labels)
         s = series.get(key)
@@ -202,9 +249,13 @@ class Head:
             s = series[key] = _Series(dict(labels))
         existing = s.buckets.get(bucket)
         if existing is None:
-            s.buckets[bucket] = tree
+            s.buckets[bucket] = dict(stacks)
         else:
-            existing.merge(tree)
+            merge_stacks(existing, stacks)
+
+    def add_tree(self, tenant: str, labels: Mapping[str, str], bucket: int, tree: StackTree) -> None:
+        """Merge ``tree``'s samples into one bucket of one series (no deduplication)."""
+        self.add_stacks(tenant, labels, bucket, tree.to_dict())
 
     def ingest(
         self,
@@ -217,8 +268,7 @@ class Head:
         """Add a profile; ``False`` (and nothing added) when ``profile_id`` was seen recently."""
         if self.seen(tenant, profile_id):
             return False
-        tree = StackTree(stacks)
-        self.add_tree(tenant, _check_labels(labels), self.bucket_of(timestamp), tree)
+        self.add_stacks(tenant, _check_labels(labels), self.bucket_of(timestamp), clean_stacks(stacks))
         self.remember(tenant, profile_id)
         return True
 
@@ -228,7 +278,7 @@ class Head:
         for s in self._tenants.get(tenant, {}).values():
             yield s.labels
 
-    def items(self) -> Iterator[tuple[str, dict[str, str], int, StackTree]]:
+    def items(self) -> Iterator[tuple[str, dict[str, str], int, FlatStacks]]:
         """``(tenant, labels, bucket, tree)`` for every bucket held."""
         for tenant, series in self._tenants.items():
             for s in series.values():
@@ -238,18 +288,18 @@ class Head:
     def overlaps(self, bucket: int, start: float, end: float) -> bool:
         return bucket < end and bucket + self.bucket_seconds > start
 
-    def query_into(self, out: StackTree, tenant: str, query: Query, start: float, end: float) -> None:
+    def query_into(self, out: FlatStacks, tenant: str, query: Query, start: float, end: float) -> None:
         for s in self._tenants.get(tenant, {}).values():
             if not _selects(query, s.labels):
                 continue
-            for b, tree in s.buckets.items():
+            for b, stacks in s.buckets.items():
                 if self.overlaps(b, start, end):
-                    out.merge(tree)
+                    merge_stacks(out, stacks)
 
     def query(self, tenant: str, query: Query, start: float, end: float) -> StackTree:
-        out = StackTree()
+        out: FlatStacks = {}
         self.query_into(out, tenant, query, start, end)
-        return out
+        return StackTree(out)
 
     def label_names(self, tenant: str) -> list[str]:
         return sorted({k for labels in self.series(tenant) for k in labels})
@@ -309,6 +359,13 @@ class _Block:
     max_t: int
     data_start: int
     tenants: dict[str, list[_BlockSeries]]
+    version: int = _BLOCK_VERSION
+
+    def read_stacks(self, blob: bytes) -> FlatStacks:
+        """One bucket's samples from its blob (version 1 blobs are serialized trees)."""
+        if self.version == 1:
+            return StackTree.from_bytes(blob).to_dict()
+        return unpack_stacks(blob)
 
 
 def _encode_block(block_id: int, entries: list[tuple[str, dict[str, str], list[tuple[int, bytes]]]]) -> bytes:
@@ -341,7 +398,7 @@ def _decode_block(path: Path, data: bytes, bucket_seconds: int) -> _Block:
     magic, version, block_id, min_t, max_t, index_len = _BLOCK_HEAD.unpack_from(data)
     if magic != _BLOCK_MAGIC:
         raise bad("bad magic")
-    if version != _BLOCK_VERSION:
+    if version not in _BLOCK_VERSIONS:
         raise bad(f"unsupported version {version}")
     (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
     if zlib.crc32(data[: -_CRC.size]) != crc:
@@ -367,7 +424,7 @@ def _decode_block(path: Path, data: bytes, bucket_seconds: int) -> _Block:
         raise
     except Exception as e:  # msgpack raises a variety of errors on malformed input
         raise bad(f"malformed index ({type(e).__name__}: {e})") from None
-    return _Block(block_id, path, int(min_t), int(max_t) + bucket_seconds, data_start, tenants)
+    return _Block(block_id, path, int(min_t), int(max_t) + bucket_seconds, data_start, tenants, version)
 
 
 # --- storage ------------------------------------------------------------------------------------
@@ -485,8 +542,9 @@ class Storage:
         try:
             if len(data) < 5 + _CRC.size or data[:4] != _CKPT_MAGIC:
                 raise ValueError("bad magic or truncated")
-            if data[4] != _CKPT_VERSION:
-                raise ValueError(f"unsupported version {data[4]}")
+            version = data[4]
+            if version not in (1, _CKPT_VERSION):
+                raise ValueError(f"unsupported version {version}")
             (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
             if zlib.crc32(data[: -_CRC.size]) != crc:
                 raise ValueError("checksum mismatch")
@@ -494,10 +552,9 @@ class Storage:
             for tenant, ids in body["ids"].items():
                 for pid in ids:
                     self.head.remember(str(tenant), str(pid))
-            for tenant, labels, bucket, blob in body["series"]:
-                self.head.add_tree(
-                    str(tenant), _check_labels(labels), int(bucket), StackTree.from_bytes(blob)
-                )
+            for tenant, labels, bucket, stacks in body["series"]:
+                flat = StackTree.from_bytes(stacks).to_dict() if version == 1 else clean_stacks(stacks)
+                self.head.add_stacks(str(tenant), _check_labels(labels), int(bucket), flat)
         except Exception as e:
             raise StorageCorruptionError(f"checkpoint {path} is unreadable: {e}") from e
         for _, older in ckpts[:-1]:
@@ -534,7 +591,7 @@ class Storage:
             raise StorageCorruptionError(f"unsupported WAL record version {version}")
         if self.head.seen(tenant, profile_id):
             return
-        self.head.add_tree(tenant, labels, int(bucket), StackTree((k, v) for k, v in stacks))
+        self.head.add_stacks(tenant, labels, int(bucket), clean_stacks(stacks))
         self.head.remember(tenant, profile_id)
 
     # -- writing ----------------------------------------------------------------------------------
@@ -556,8 +613,8 @@ class Storage:
         if not isinstance(tenant, str) or not tenant:
             raise ValueError("tenant is required")
         clean = _check_labels(labels)
-        pairs = [(k.encode() if isinstance(k, str) else bytes(k), int(v)) for k, v in stacks.items()]
-        tree = StackTree(pairs)  # validates (negative values raise)
+        flat = clean_stacks(stacks)  # validates (negative values raise)
+        pairs = list(flat.items())
         with self._lock:
             wal = self.wal
             if self.head.seen(tenant, profile_id):
@@ -570,7 +627,7 @@ class Storage:
                     [_WAL_RECORD_VERSION, tenant, clean, bucket, pairs, profile_id], use_bin_type=True
                 )
                 position = wal.append(payload, sync=False)
-                self.head.add_tree(tenant, clean, bucket, tree)
+                self.head.add_stacks(tenant, clean, bucket, flat)
                 self.head.remember(tenant, profile_id)
                 stored = True
         # Group commit: outside the lock, so that concurrent ingests share one fsync.
@@ -596,8 +653,8 @@ class Storage:
             block_id = wal.rotate()
             grouped: dict[tuple[str, SeriesKey], list[tuple[int, bytes]]] = {}
             for tenant, key, b in due:
-                tree = self.head.get(tenant, key).buckets[b]
-                grouped.setdefault((tenant, key), []).append((b, tree.to_bytes()))
+                stacks = self.head.get(tenant, key).buckets[b]
+                grouped.setdefault((tenant, key), []).append((b, pack_stacks(stacks)))
             entries = [
                 (tenant, self.head.get(tenant, key).labels, sorted(buckets))
                 for (tenant, key), buckets in grouped.items()
@@ -606,8 +663,8 @@ class Storage:
             _write_atomic(path, _encode_block(block_id, entries), self.fsync)
             due_set = set(due)
             remaining = [
-                [tenant, labels, b, tree.to_bytes()]
-                for tenant, labels, b, tree in self.head.items()
+                [tenant, labels, b, list(stacks.items())]
+                for tenant, labels, b, stacks in self.head.items()
                 if (tenant, series_key(labels), b) not in due_set
             ]
             ckpt = _CKPT_MAGIC + bytes([_CKPT_VERSION])
@@ -654,7 +711,7 @@ class Storage:
     def query(self, tenant: str, query: Query, start: float, end: float) -> StackTree:
         """Every sample of ``tenant`` matching ``query`` in buckets overlapping ``[start, end)``."""
         with self._lock:
-            out = StackTree()
+            out: FlatStacks = {}
             self.head.query_into(out, tenant, query, start, end)
             for block in self.blocks.values():
                 if block.min_t >= end or block.max_t <= start:
@@ -671,31 +728,31 @@ class Storage:
                 with open(block.path, "rb") as f:
                     for _, off, ln in wanted:
                         f.seek(block.data_start + off)
-                        out.merge(StackTree.from_bytes(f.read(ln)))
-            return out
+                        merge_stacks(out, block.read_stacks(f.read(ln)))
+            return StackTree(out)
 
     def query_series(
         self, tenant: str, query: Query, start: float, end: float
-    ) -> dict[tuple[SeriesKey, int], tuple[dict[str, str], StackTree]]:
+    ) -> dict[tuple[SeriesKey, int], tuple[dict[str, str], FlatStacks]]:
         """Like :meth:`query`, but kept apart per series and bucket: ``(series key, bucket) → (labels,
         tree)`` (a bucket found both in the head and in blocks is merged). A querier uses it to count a
         series held by several replicas once."""
         with self._lock:
-            out: dict[tuple[SeriesKey, int], tuple[dict[str, str], StackTree]] = {}
+            out: dict[tuple[SeriesKey, int], tuple[dict[str, str], FlatStacks]] = {}
 
-            def add(labels: dict[str, str], bucket: int, tree: StackTree, *, copy: bool) -> None:
+            def add(labels: dict[str, str], bucket: int, stacks: FlatStacks, *, copy: bool) -> None:
                 k = (series_key(labels), bucket)
                 have = out.get(k)
                 if have is None:
-                    out[k] = (dict(labels), tree.copy() if copy else tree)
+                    out[k] = (dict(labels), dict(stacks) if copy else stacks)
                 else:
-                    have[1].merge(tree)
+                    merge_stacks(have[1], stacks)
 
             for s in self.head._tenants.get(tenant, {}).values():
                 if _selects(query, s.labels):
-                    for b, tree in s.buckets.items():
+                    for b, stacks in s.buckets.items():
                         if self.head.overlaps(b, start, end):
-                            add(s.labels, b, tree, copy=True)
+                            add(s.labels, b, stacks, copy=True)
             for block in self.blocks.values():
                 if block.min_t >= end or block.max_t <= start:
                     continue
@@ -711,7 +768,7 @@ class Storage:
                 with open(block.path, "rb") as f:
                     for labels, (b, off, ln) in wanted:
                         f.seek(block.data_start + off)
-                        add(labels, b, StackTree.from_bytes(f.read(ln)), copy=False)
+                        add(labels, b, block.read_stacks(f.read(ln)), copy=False)
             return out
 
     def _all_labels(self, tenant: str) -> Iterator[Mapping[str, str]]:

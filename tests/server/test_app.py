@@ -346,7 +346,7 @@ def test_internal_endpoints_store_and_answer_like_a_peer_would_ask(storage: Stor
     status, _, out = call(app, "POST", QUERY_PATH, body=encode_query(QueryRequest("anonymous", "peer.cpu", NOW - 60, NOW + 60)))
     assert status == 200
     series, meta = decode_query_result(out)
-    assert [t.to_dict() for _, t in series.values()] == [{b"a;b": 3}]
+    assert [t for _, t in series.values()] == [{b"a;b": 3}]
     assert meta == {"peer.cpu": ("gospy", 100, "samples")}
     assert render(app, "peer.cpu")["flamebearer"]["numTicks"] == 3
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pyro_core.server.internal import _VERSION as _V
 from pyro_core.server.internal import (
     InternalProtocolError,
     LabelsRequest,
@@ -25,7 +26,6 @@ from pyro_core.server.internal import (
     encode_query,
     encode_query_result,
 )
-from pyro_core.server.tree import StackTree
 
 
 def test_push_round_trips_series_ids_and_metadata() -> None:
@@ -45,9 +45,9 @@ def test_query_and_labels_requests_round_trip() -> None:
         assert decode_labels_request(encode_labels_request(req)) == req
 
 
-def test_query_result_round_trips_trees_per_series_and_bucket() -> None:
-    t1 = StackTree({b"a;b": 2})
-    t2 = StackTree({b"c": 5})
+def test_query_result_round_trips_stacks_per_series_and_bucket() -> None:
+    t1 = {b"a;b": 2}
+    t2 = {b"c": 5}
     labels = {"__name__": "x.cpu", "k": "v"}
     key = tuple(sorted(labels.items()))
     series = {(key, 0): (labels, t1), (key, 10): (labels, t2)}
@@ -61,15 +61,15 @@ def test_query_result_round_trips_trees_per_series_and_bucket() -> None:
 BAD_BODIES = [
     b"",
     b"\xc1",
-    msgpack.packb([2, "t", []]),  # wrong version
-    msgpack.packb([1, "", []]),  # empty tenant
-    msgpack.packb([1, "t", "no"]),
-    msgpack.packb([1, "t", [[{"a": 1}, 1.0, [], None, ["s", 1, "u"]]]]),  # label value not a string
-    msgpack.packb([1, "t", [[{}, float("nan"), [], None, ["s", 1, "u"]]]]),
-    msgpack.packb([1, "t", [[{}, 1.0, [["str", 1]], None, ["s", 1, "u"]]]], use_bin_type=True),
-    msgpack.packb([1, "t", [[{}, 1.0, [[b"a", True]], None, ["s", 1, "u"]]]], use_bin_type=True),
-    msgpack.packb([1, "t", [[{}, 1.0, [], 5, ["s", 1, "u"]]]]),
-    msgpack.packb([1, "t", [[{}, 1.0, [], None, ["s", "1", "u"]]]]),
+    msgpack.packb([99, "t", []]),  # wrong version
+    msgpack.packb([_V, "", []]),  # empty tenant
+    msgpack.packb([_V, "t", "no"]),
+    msgpack.packb([_V, "t", [[{"a": 1}, 1.0, [], None, ["s", 1, "u"]]]]),  # label value not a string
+    msgpack.packb([_V, "t", [[{}, float("nan"), [], None, ["s", 1, "u"]]]]),
+    msgpack.packb([_V, "t", [[{}, 1.0, [["str", 1]], None, ["s", 1, "u"]]]], use_bin_type=True),
+    msgpack.packb([_V, "t", [[{}, 1.0, [[b"a", True]], None, ["s", 1, "u"]]]], use_bin_type=True),
+    msgpack.packb([_V, "t", [[{}, 1.0, [], 5, ["s", 1, "u"]]]]),
+    msgpack.packb([_V, "t", [[{}, 1.0, [], None, ["s", "1", "u"]]]]),
 ]
 
 
@@ -87,7 +87,8 @@ def test_random_bytes_never_raise_anything_but_a_protocol_error(body: bytes) -> 
             decode(body)
 
 
-def test_a_bad_tree_in_a_query_result_is_a_protocol_error() -> None:
-    body = msgpack.packb([1, [[{"__name__": "a"}, 0, b"not a tree"]], {}], use_bin_type=True)
-    with pytest.raises(InternalProtocolError, match="bad tree"):
+@pytest.mark.parametrize("stacks", [b"not pairs", [[b"a", -1]], [["a", 1]], [[b"a", 1.5]]])
+def test_bad_stacks_in_a_query_result_are_a_protocol_error(stacks: object) -> None:
+    body = msgpack.packb([2, [[{"__name__": "a"}, 0, stacks]], {}], use_bin_type=True)
+    with pytest.raises(InternalProtocolError, match="stack"):
         decode_query_result(body)

@@ -262,3 +262,39 @@ def test_not_open(tmp_path: Path) -> None:
     s = Storage(tmp_path)
     with pytest.raises(RuntimeError):
         s.ingest("t1", CPU, 1, {b"a": 1})
+
+
+def test_version_1_blocks_and_checkpoints_are_still_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Version 1 stored serialized trees; version 2 stores flat [stack, value] pairs. Both load.
+    import struct
+    import zlib
+
+    import msgpack
+
+    import pyro_core.server.storage as storage
+
+    with monkeypatch.context() as m:
+        m.setattr(storage, "_BLOCK_VERSION", 1)
+        m.setattr(storage, "pack_stacks", lambda stacks: StackTree(stacks).to_bytes())
+        s = _open(tmp_path)
+        s.ingest("t1", CPU, 100.0, {b"main;old": 4})
+        s.flush(1e9, force=True)
+        s.close()
+    # a version-1 checkpoint holding one head bucket as tree bytes
+    ckpts = sorted(tmp_path.glob("checkpoint.*"))
+    body = msgpack.packb(
+        {"ids": {}, "series": [["t1", CPU, 300, StackTree({b"main;head": 2}).to_bytes()]]}, use_bin_type=True
+    )
+    data = b"PYCK" + bytes([1]) + body
+    ckpts[-1].write_bytes(data + struct.pack("<I", zlib.crc32(data)))
+    s = _open(tmp_path)
+    assert not s.corrupt_blocks
+    assert _q(s, "app.cpu") == {b"main;old": 4, b"main;head": 2}
+    assert s.query_series("t1", parse("app.cpu"), 0, 1e9)[(tuple(sorted(CPU.items())), 100)][1] == {b"main;old": 4}
+    s.ingest("t1", CPU, 100.0, {b"main;old": 1})  # the same bucket again, in the head
+    assert _q(s, "app.cpu")[b"main;old"] == 5
+    s.flush(1e9, force=True)  # a version-2 block beside the version-1 one
+    s.close()
+    s = _open(tmp_path)
+    assert _q(s, "app.cpu") == {b"main;old": 5, b"main;head": 2}
+    s.close()

@@ -57,17 +57,22 @@ from pyro_core.server.internal import (
 )
 from pyro_core.server.internal import (
     LABELS_PATH,
+    MERGE_PATH,
     PUSH_PATH,
     QUERY_PATH,
+    SELECT_PATH,
     InternalProtocolError,
     LabelsRequest,
     QueryRequest,
     SeriesWrite,
     decode_labels_request,
+    decode_merge,
     decode_push,
     decode_query,
     encode_labels_result,
+    encode_merge_result,
     encode_query_result,
+    encode_select_result,
 )
 from pyro_core.server.limits import (
     IngestionRateLimiter,
@@ -608,6 +613,12 @@ def make_app(
                 request: QueryRequest = decode_query(body)
                 series, found = await trio.to_thread.run_sync(local.query, request)
                 return encode_query_result(series, found)
+            if path == SELECT_PATH:
+                index, found = await trio.to_thread.run_sync(local.select, decode_query(body))
+                return encode_select_result(index, found)
+            if path == MERGE_PATH:
+                stacks = await trio.to_thread.run_sync(local.merge, decode_merge(body))
+                return encode_merge_result(stacks)
             values, found = await trio.to_thread.run_sync(local.labels, decode_labels_request(body))
             return encode_labels_result(values, found)
         except InternalProtocolError as exc:
@@ -693,7 +704,7 @@ def make_app(
             body, content_type = relay.status_page(headers.get("accept", ""))
             await _respond(send, 200, body, content_type)
             return
-        if path in (PUSH_PATH, QUERY_PATH, LABELS_PATH):
+        if path in (PUSH_PATH, QUERY_PATH, SELECT_PATH, MERGE_PATH, LABELS_PATH):
             if method != "POST":
                 await _respond(send, 405, _error_body("method_not_allowed", "use POST"), _JSON)
                 return

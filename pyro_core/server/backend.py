@@ -23,22 +23,28 @@ from pyro_core.server.distributor import PushTracker, Series, plan_push
 from pyro_core.server.internal import (
     CONTENT_TYPE,
     LABELS_PATH,
+    MERGE_PATH,
     PUSH_PATH,
-    QUERY_PATH,
+    SELECT_PATH,
     InternalProtocolError,
     LabelsRequest,
+    MergeRequest,
     Meta,
     QueryRequest,
     SeriesBuckets,
+    SeriesIndex,
+    SeriesKey,
     SeriesWrite,
     decode_labels_result,
-    decode_query_result,
+    decode_merge_result,
+    decode_select_result,
     encode_labels_request,
+    encode_merge,
     encode_push,
     encode_query,
 )
-from pyro_core.server.querier import merge_meta, merge_replica_answers, merge_union, query_targets
-from pyro_core.server.storage import APP_LABEL, Storage
+from pyro_core.server.querier import assign_replicas, merge_meta, merge_union, query_targets
+from pyro_core.server.storage import APP_LABEL, FlatStacks, Storage, merge_stacks
 from pyro_core.server.tree import StackTree
 
 __all__ = [
@@ -85,13 +91,30 @@ class LocalIngester:
     def meta(self, tenant: str, apps: Sequence[str]) -> dict[str, Meta]:
         return {a: m for a in apps if (m := self._meta.get((tenant, a))) is not None}
 
-    def query(self, request: QueryRequest) -> tuple[SeriesBuckets, dict[str, Meta]]:
+    @staticmethod
+    def _parse(request: QueryRequest) -> flameql.Query:
         try:
-            query = flameql.parse(request.query)
+            return flameql.parse(request.query)
         except flameql.QueryError as exc:
             raise InternalProtocolError(f"query request: {exc}") from None
+
+    def query(self, request: QueryRequest) -> tuple[SeriesBuckets, dict[str, Meta]]:
+        """Every selected series' samples, per bucket (what this ingester holds, for inspection)."""
+        query = self._parse(request)
         series = self.storage.query_series(request.tenant, query, request.start, request.end)
         return series, self.meta(request.tenant, [query.app_name])
+
+    def select(self, request: QueryRequest) -> tuple[SeriesIndex, dict[str, Meta]]:
+        """The first step of a cluster query: how many samples this ingester holds per selected
+        series and bucket."""
+        query = self._parse(request)
+        index = self.storage.query_index(request.tenant, query, request.start, request.end)
+        return index, self.meta(request.tenant, [query.app_name])
+
+    def merge(self, request: MergeRequest) -> FlatStacks:
+        """The second step: the merged samples of the pieces the querier chose this ingester for."""
+        q = request.query
+        return self.storage.query_merge(q.tenant, self._parse(q), q.start, q.end, frozenset(request.wanted))
 
     def labels(self, request: LabelsRequest) -> tuple[list[str], dict[str, Meta]]:
         if request.kind == "names":
@@ -129,10 +152,13 @@ class LocalBackend:
     async def query(
         self, tenant: str, query: flameql.Query, start: float, end: float
     ) -> tuple[StackTree, Meta | None]:
-        series, meta = await trio.to_thread.run_sync(
-            self.ingester.query, QueryRequest(tenant, str(query), start, end)
-        )
-        return StackTree(merge_replica_answers([series])), meta.get(query.app_name)
+        ingester = self.ingester
+
+        def run() -> tuple[StackTree, Meta | None]:
+            tree = ingester.storage.query(tenant, query, start, end)
+            return tree, ingester.meta(tenant, [query.app_name]).get(query.app_name)
+
+        return await trio.to_thread.run_sync(run)
 
     async def labels(self, request: LabelsRequest) -> tuple[list[str], dict[str, Meta]]:
         return await trio.to_thread.run_sync(self.ingester.labels, request)
@@ -317,9 +343,12 @@ class ClusterBackend:
 
     # -- read path ----------------------------------------------------------------------------------
 
-    async def _fan_out(self, tenant: str, path: str, body: bytes, local: Callable[[], Any]) -> list[Any]:
-        """Ask every ingester that may hold ``tenant``'s data; the answers (this node's through
-        ``local``), in instance-id order. Fails when more ingesters failed than the READ budget."""
+    async def _fan_out(
+        self, tenant: str, path: str, body: bytes, local: Callable[[], Any]
+    ) -> list[tuple[Any, Any]]:
+        """Ask every ingester that may hold ``tenant``'s data; ``(instance, answer)`` pairs (this
+        node's answer through ``local``, the others' as bytes), in instance-id order. Fails when more
+        ingesters failed than the READ budget."""
         now = self.member.clock()
         try:
             targets = query_targets(
@@ -357,33 +386,84 @@ class ClusterBackend:
                 f"only {len(answers)} of {len(instances)} ingesters answered "
                 f"({len(errors)} failed, at most {targets.max_errors} may): {first[0]}: {first[1]}",
             )
-        return [answers[i.id] for i in instances if i.id in answers]
+        return [(i, answers[i.id]) for i in instances if i.id in answers]
 
     async def query(
         self, tenant: str, query: flameql.Query, start: float, end: float
     ) -> tuple[StackTree, Meta | None]:
+        """Two steps, as Pyroscope's querier deduplicates: every ingester says how many samples it
+        holds per series and bucket; then each merges, in parallel, the pieces for which it holds the
+        most complete replica (querier.assign_replicas), and the querier adds up the merged maps."""
         request = QueryRequest(tenant, str(query), start, end)
         raw = await self._fan_out(
-            tenant, QUERY_PATH, encode_query(request), lambda: self.ingester.query(request)
+            tenant, SELECT_PATH, encode_query(request), lambda: self.ingester.select(request)
         )
-        decoded: list[tuple[SeriesBuckets, Mapping[str, Meta]]] = []
-        for answer in raw:
+        indexes: list[tuple[str, SeriesIndex]] = []
+        metas: list[Mapping[str, Meta]] = []
+        holders: dict[str, Any] = {}
+        for inst, answer in raw:
             if isinstance(answer, bytes):
                 try:
-                    answer = decode_query_result(answer)
+                    answer = decode_select_result(answer)
                 except InternalProtocolError as exc:
-                    raise BackendError(502, f"bad answer from an ingester: {exc}") from None
-            decoded.append(answer)
-        tree = StackTree(merge_replica_answers(series for series, _ in decoded))
-        meta = merge_meta(m for _, m in decoded)
-        return tree, meta.get(query.app_name)
+                    raise BackendError(502, f"bad answer from ingester {inst.id}: {exc}") from None
+            indexes.append((inst.id, answer[0]))
+            metas.append(answer[1])
+            holders[inst.id] = inst
+        merged: FlatStacks = {}
+        assignment = assign_replicas(indexes)
+        for attempt in range(2):
+            failed = await self._merge_pieces(request, assignment, holders, merged)
+            if not failed:
+                break
+            if attempt == 1:
+                raise BackendError(503, f"ingesters failed to merge their share of the query: {failed}")
+            # Give the failed ingesters' pieces to the next most complete replicas.
+            indexes = [(iid, index) for iid, index in indexes if iid not in failed]
+            wanted = {key for iid in failed for key in assignment[iid]}
+            assignment = assign_replicas(
+                [(iid, {k: v for k, v in index.items() if k in wanted}) for iid, index in indexes]
+            )
+        return StackTree(merged), merge_meta(metas).get(query.app_name)
+
+    async def _merge_pieces(
+        self,
+        request: QueryRequest,
+        assignment: Mapping[str, list[tuple[SeriesKey, int]]],
+        holders: Mapping[str, Any],
+        into: FlatStacks,
+    ) -> dict[str, str]:
+        """Ask each assigned ingester to merge its pieces; add the answers into ``into``. Returns the
+        ingesters that failed, with why."""
+        failed: dict[str, str] = {}
+
+        async def merge_one(instance_id: str, pieces: list[tuple[SeriesKey, int]]) -> None:
+            merge = MergeRequest(request, tuple(pieces))
+            try:
+                if instance_id == self.instance_id:
+                    stacks = await trio.to_thread.run_sync(self.ingester.merge, merge)
+                else:
+                    inst = holders[instance_id]
+                    body = await self._call(inst.id, inst.addr, MERGE_PATH, encode_merge(merge))
+                    stacks = decode_merge_result(body)
+            except (_Unreachable, InternalProtocolError) as exc:
+                failed[instance_id] = str(exc)
+                self._query_failures.labels(instance_id).inc()
+                log.warning("merge on ingester %s failed: %s", instance_id, exc)
+                return
+            merge_stacks(into, stacks)
+
+        async with trio.open_nursery() as nursery:
+            for instance_id, pieces in assignment.items():
+                nursery.start_soon(merge_one, instance_id, pieces)
+        return failed
 
     async def labels(self, request: LabelsRequest) -> tuple[list[str], dict[str, Meta]]:
         raw = await self._fan_out(
             request.tenant, LABELS_PATH, encode_labels_request(request), lambda: self.ingester.labels(request)
         )
         decoded: list[tuple[list[str], Mapping[str, Meta]]] = []
-        for answer in raw:
+        for _, answer in raw:
             if isinstance(answer, bytes):
                 try:
                     answer = decode_labels_result(answer)

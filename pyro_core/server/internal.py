@@ -16,34 +16,48 @@ import msgpack
 __all__ = [
     "CONTENT_TYPE",
     "LABELS_PATH",
+    "MERGE_PATH",
     "PUSH_PATH",
     "QUERY_PATH",
+    "SELECT_PATH",
     "InternalProtocolError",
     "LabelsRequest",
+    "MergeRequest",
     "QueryRequest",
     "SeriesWrite",
     "decode_labels_request",
     "decode_labels_result",
+    "decode_merge",
+    "decode_merge_result",
     "decode_push",
     "decode_query",
     "decode_query_result",
+    "decode_select_result",
     "encode_labels_request",
     "encode_labels_result",
+    "encode_merge",
+    "encode_merge_result",
     "encode_push",
     "encode_query",
     "encode_query_result",
+    "encode_select_result",
 ]
 
 PUSH_PATH: Final = "/internal/ingester/push"
 QUERY_PATH: Final = "/internal/ingester/query"
+SELECT_PATH: Final = "/internal/ingester/select"
+MERGE_PATH: Final = "/internal/ingester/merge"
 LABELS_PATH: Final = "/internal/ingester/labels"
 CONTENT_TYPE: Final = "application/x-pyro-core-msgpack"
 _VERSION: Final = 2
 
 #: App metadata as carried between nodes: (spyName, sampleRate, units).
 Meta = tuple[str, int, str]
+SeriesKey = tuple[tuple[str, str], ...]
 #: What one ingester holds of the queried series: (series key, bucket) → (labels, flat stacks).
-SeriesBuckets = dict[tuple[tuple[tuple[str, str], ...], int], tuple[dict[str, str], dict[bytes, int]]]
+SeriesBuckets = dict[tuple[SeriesKey, int], tuple[dict[str, str], dict[bytes, int]]]
+#: Its index: (series key, bucket) → (labels, sample count).
+SeriesIndex = dict[tuple[SeriesKey, int], tuple[dict[str, str], int]]
 
 
 class InternalProtocolError(ValueError):
@@ -74,6 +88,15 @@ class QueryRequest:
     query: str
     start: float
     end: float
+
+
+@dataclass(frozen=True, slots=True)
+class MergeRequest:
+    """Merge the samples of these ``(series key, bucket)`` pieces (the querier chose this ingester's
+    replica for them) within the query."""
+
+    query: QueryRequest
+    wanted: tuple[tuple[SeriesKey, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +267,70 @@ def decode_query_result(body: bytes) -> tuple[SeriesBuckets, dict[str, Meta]]:
             for k, v in stacks.items():
                 have[1][k] = have[1].get(k, 0) + v
     return out, {str(app): _meta(m, "query result") for app, m in meta.items()}
+
+
+def encode_select_result(index: SeriesIndex, meta: Mapping[str, Meta]) -> bytes:
+    return _pack(
+        [
+            _VERSION,
+            [[labels, bucket, total] for (_, bucket), (labels, total) in index.items()],
+            {app: list(m) for app, m in meta.items()},
+        ]
+    )
+
+
+def decode_select_result(body: bytes) -> tuple[SeriesIndex, dict[str, Meta]]:
+    _, rows, meta = _envelope(body, "select result", 3)
+    if not isinstance(rows, list) or not isinstance(meta, dict):
+        raise InternalProtocolError("select result: expected [version, series, meta]")
+    out: SeriesIndex = {}
+    for row in rows:
+        ok = isinstance(row, list) and len(row) == 3
+        if not ok or any(isinstance(x, bool) or not isinstance(x, int) for x in row[1:]) or row[2] < 0:
+            raise InternalProtocolError("select result: a series must be [labels, bucket, count]")
+        labels = _labels(row[0], "select result")
+        out[(tuple(sorted(labels.items())), row[1])] = (labels, row[2])
+    return out, {str(app): _meta(m, "select result") for app, m in meta.items()}
+
+
+def encode_merge(request: MergeRequest) -> bytes:
+    q = request.query
+    wanted = [[[list(p) for p in key], bucket] for key, bucket in request.wanted]
+    return _pack([_VERSION, q.tenant, q.query, q.start, q.end, wanted])
+
+
+def decode_merge(body: bytes) -> MergeRequest:
+    _, tenant, query, start, end, wanted = _envelope(body, "merge request", 6)
+    if not isinstance(query, str) or not isinstance(wanted, list):
+        raise InternalProtocolError("merge request: expected a query string and a list of pieces")
+    pieces: list[tuple[SeriesKey, int]] = []
+    for item in wanted:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[0], list)
+            or isinstance(item[1], bool)
+            or not isinstance(item[1], int)
+        ):
+            raise InternalProtocolError("merge request: a piece must be [[[name, value], …], bucket]")
+        pairs = []
+        for pair in item[0]:
+            if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(x, str) for x in pair):
+                raise InternalProtocolError("merge request: a label must be [name, value]")
+            pairs.append((pair[0], pair[1]))
+        pieces.append((tuple(pairs), item[1]))
+    what = "merge request"
+    q = QueryRequest(_tenant(tenant, what), query, _number(start, what), _number(end, what))
+    return MergeRequest(q, tuple(pieces))
+
+
+def encode_merge_result(stacks: Mapping[bytes, int]) -> bytes:
+    return _pack([_VERSION, list(stacks.items())])
+
+
+def decode_merge_result(body: bytes) -> dict[bytes, int]:
+    _, pairs = _envelope(body, "merge result", 2)
+    return _stacks(pairs, "merge result")
 
 
 # -- labels ----------------------------------------------------------------------------------------

@@ -1,18 +1,18 @@
 # The querier's read path, sans-I/O: which ingesters to ask for a tenant, and how to merge what they
 # answer so that a series held by several replicas is counted once.
 # Owns: query_targets (every healthy ingester with dskit's READ error budget, or the tenant's shuffle
-# shard with a lookback) and merge_replica_answers (deduplication per series and time bucket).
+# shard with a lookback) and assign_replicas (deduplication: which replica of each series and time
+# bucket is merged, and by which ingester).
 # Must not know: HTTP, clocks (``now`` is an argument), storage formats.
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pyro_core.ring.model import READ
-from pyro_core.server.internal import Meta, SeriesBuckets
-from pyro_core.server.storage import FlatStacks, merge_stacks
+from pyro_core.server.internal import Meta, SeriesIndex, SeriesKey
 
-__all__ = ["merge_meta", "merge_replica_answers", "merge_union", "query_targets"]
+__all__ = ["assign_replicas", "merge_meta", "merge_union", "query_targets"]
 
 
 def query_targets(
@@ -38,21 +38,27 @@ def query_targets(
     return ring.replication_set_for_operation(READ, now)
 
 
-def merge_replica_answers(answers: Iterable[SeriesBuckets]) -> FlatStacks:
-    """Merge the per-series, per-bucket samples of several ingesters into one flat map, counting
-    each ``(series, bucket)`` once: of the replicas holding it, the one with the most samples (a
-    replica that missed writes, e.g. while it was down, holds a subset of the others). Ties keep the
-    first answer, so the caller's order makes the result deterministic."""
-    best: dict[Any, tuple[int, FlatStacks]] = {}
-    for answer in answers:
-        for key, (_, stacks) in answer.items():
-            total = sum(stacks.values())
+def assign_replicas(indexes: Sequence[tuple[str, SeriesIndex]]) -> dict[str, list[tuple[SeriesKey, int]]]:
+    """Which ingester merges which ``(series, bucket)`` pieces: for each piece, one of the replicas
+    holding the most samples of it (the most complete copy); among equally complete replicas the
+    one with the least work assigned so far, so the merging is spread over the ingesters. Returns
+    ``{instance id: [pieces]}`` (instances with nothing to merge are left out)."""
+    best: dict[tuple[SeriesKey, int], tuple[int, list[str]]] = {}
+    for instance_id, index in indexes:
+        for key, (_, total) in index.items():
             have = best.get(key)
             if have is None or total > have[0]:
-                best[key] = (total, stacks)
-    out: FlatStacks = {}
-    for _, stacks in best.values():
-        merge_stacks(out, stacks)
+                best[key] = (total, [instance_id])
+            elif total == have[0]:
+                have[1].append(instance_id)
+    load: dict[str, int] = {}
+    out: dict[str, list[tuple[SeriesKey, int]]] = {}
+    for key, (total, holders) in sorted(best.items(), key=lambda kv: -kv[1][0]):
+        if total == 0:
+            continue
+        chosen = min(holders, key=lambda iid: (load.get(iid, 0), holders.index(iid)))
+        load[chosen] = load.get(chosen, 0) + total
+        out.setdefault(chosen, []).append(key)
     return out
 
 

@@ -3,7 +3,8 @@
 Owns: RelayItem (a profile as it arrived) and its spool encoding; the per-target request (URL, headers,
 auth, tenant, tags merged into the name or the push labels); the retry rules (a sans-I/O core:
 RetryRules / RetryBudget take ``now`` and return decisions); the trio shell (per-target queue or
-spool, workers, a lean HTTP/1.1 client for http:// targets and httpx2 for https, drain); the
+spool, workers, drain; the client: h11 does the HTTP/1.1 framing for http:// targets, over trio
+sockets and a keep-alive pool of our own, and httpx2 serves https:// targets); the
 remote-write metrics under Pyroscope's exact names; the ``/remote-write`` status (JSON and HTML).
 Must not know: the ASGI app and routes (app.py calls submit / wait_durable / status_page), command-line
 flags and YAML files (cli.py parses the YAML; relay_config.py checks the section), local storage.
@@ -53,6 +54,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlencode, urlsplit
 
+import h11
 import httpx2
 import trio
 from prometheus_client import CollectorRegistry
@@ -527,15 +529,16 @@ def _bound(bound: float) -> str:
 
 
 # =================================================================================================
-# A lean HTTP/1.1 client for http:// targets
+# The HTTP/1.1 client of http:// targets: h11 does the framing, trio the sockets
 # =================================================================================================
 
-_MAX_RESPONSE_HEAD: Final = 64 * 1024
+_MAX_RESPONSE_HEAD: Final = 64 * 1024  # h11's cap on an incomplete event (a response head, a chunk line)
 _MAX_RESPONSE_BODY: Final = 16 << 20
 
 
 class _ProtocolError(Exception):
-    """The target's answer is not HTTP/1.x as expected (the connection is closed, like a network error)."""
+    """The target's answer is not HTTP/1.x as expected, or a header cannot be sent (a CR, LF or NUL in
+    it): the exchange fails like a network error, and its connection is closed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,108 +549,82 @@ class _Response:
 
 
 class _Connection:
-    """One keep-alive connection: a trio stream and the bytes read past the last response."""
+    """One keep-alive connection: a trio stream and its h11 state machine."""
 
-    __slots__ = ("buf", "stream")
+    __slots__ = ("got_bytes", "h11", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
-        self.buf = bytearray()
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_RESPONSE_HEAD)
+        self.got_bytes = False  # some bytes of a response arrived during this exchange
 
-    async def _fill(self) -> None:
-        data = await self.stream.receive_some(65536)
-        if not data:
-            raise _ProtocolError("the target closed the connection")
-        self.buf += data
-
-    async def read_head(self) -> tuple[int, dict[str, str], bool]:
-        """(status, headers, HTTP/1.1?) of the next final response (1xx are skipped)."""
+    async def exchange(self, request: h11.Request, content: bytes) -> _Response:
+        """Send one request, read its final response (1xx are skipped)."""
+        conn = self.h11
+        self.got_bytes = False
+        head = conn.send(request) or b""
+        body = conn.send(h11.Data(data=content)) or b""
+        end = conn.send(h11.EndOfMessage()) or b""
+        if len(body) < 65536:
+            await self.stream.send_all(head + body + end)
+        else:  # not worth a copy
+            await self.stream.send_all(head)
+            await self.stream.send_all(body)
+            if end:
+                await self.stream.send_all(end)
+        status = 0
+        headers: dict[str, str] = {}
+        parts: list[bytes] = []
+        size = 0
         while True:
-            while (end := self.buf.find(b"\r\n\r\n")) < 0:
-                if len(self.buf) > _MAX_RESPONSE_HEAD:
-                    raise _ProtocolError("response head too large")
-                await self._fill()
-            lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
-            del self.buf[: end + 4]
-            version, _, rest = lines[0].partition(" ")
-            code = rest[:3]
-            if not version.startswith("HTTP/1.") or not code.isdigit():
-                raise _ProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                name, sep, value = line.partition(":")
-                if not sep:
-                    raise _ProtocolError(f"bad header line {line[:80]!r}")
-                key = name.strip().lower()
-                headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
-            status = int(code)
-            if 100 <= status < 200:
-                continue
-            return status, headers, version == "HTTP/1.1"
-
-    async def read_exactly(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            await self._fill()
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    async def read_line(self) -> bytes:
-        while (end := self.buf.find(b"\r\n")) < 0:
-            if len(self.buf) > _MAX_RESPONSE_HEAD:
-                raise _ProtocolError("chunk line too long")
-            await self._fill()
-        line = bytes(self.buf[:end])
-        del self.buf[: end + 2]
-        return line
-
-    async def read_body(self, headers: Mapping[str, str]) -> tuple[bytes, bool]:
-        """The body and whether the connection may be reused (False: read until close)."""
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            parts: list[bytes] = []
-            size = 0
-            while True:
-                line = await self.read_line()
-                try:
-                    n = int(line.split(b";", 1)[0].strip() or b"x", 16)
-                except ValueError:
-                    raise _ProtocolError(f"bad chunk size {line[:40]!r}") from None
-                if n == 0:
-                    while await self.read_line():  # trailers, up to the empty line
-                        pass
-                    return b"".join(parts), True
-                size += n
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await self.stream.receive_some(65536)
+                if data:
+                    self.got_bytes = True
+                conn.receive_data(bytes(data))  # b"": the target closed its side
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                for name, value in event.headers:
+                    key, text = name.decode("latin-1"), value.decode("latin-1")
+                    headers[key] = f"{headers[key]}, {text}" if key in headers else text
+                    if key == "content-length" and int(text) > _MAX_RESPONSE_BODY:  # h11 checked it
+                        raise _ProtocolError(f"response body too large ({text} bytes)")
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
                 if size > _MAX_RESPONSE_BODY:
                     raise _ProtocolError("response body too large")
-                parts.append(await self.read_exactly(n))
-                if await self.read_exactly(2) != b"\r\n":
-                    raise _ProtocolError("bad chunk end")
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.strip().isdigit() or int(length) > _MAX_RESPONSE_BODY:
-                raise _ProtocolError(f"bad content-length {length[:40]!r}")
-            return await self.read_exactly(int(length)), True
-        while True:  # delimited by the end of the connection
-            if len(self.buf) > _MAX_RESPONSE_BODY:
-                raise _ProtocolError("response body too large")
-            data = await self.stream.receive_some(65536)
-            if not data:
-                out = bytes(self.buf)
-                self.buf.clear()
-                return out, False
-            self.buf += data
+                parts.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return _Response(status, headers, b"".join(parts))
+            elif isinstance(event, h11.ConnectionClosed):
+                raise _ProtocolError("the target closed the connection")
+            elif event is h11.PAUSED:  # a 101 to an Upgrade header: not something a relay speaks
+                raise _ProtocolError("the target switched protocols")
+            # h11.InformationalResponse (another 1xx): wait for the final response
+
+    def recycle(self) -> bool:
+        """Make the connection ready for the next request, if it can be reused: both sides are done
+        with a keep-alive exchange and nothing past the response is buffered."""
+        conn = self.h11
+        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE or conn.trailing_data[0]:
+            return False
+        conn.start_next_cycle()
+        return True
 
 
 class _Http1Client:
-    """POSTs to one ``http://`` target over a pool of keep-alive connections, with trio streams.
+    """POSTs to one ``http://`` target over a pool of keep-alive connections: h11 writes the requests
+    and parses the responses (Content-Length, chunked, or delimited by the end of the connection),
+    trio streams carry the bytes.
 
     httpx2 costs about 1 ms of CPU per request on this path, which made relaying to two targets cost
-    the node about three times the CPU of ingesting the profile; this client does the same POST for
-    about a tenth of it. It speaks just what a relay needs: a POST with a Content-Length body, and a
-    response delimited by Content-Length, chunked encoding or the end of the connection. A reused
-    connection that the target has closed meanwhile is retried once on a new one (a pyro-core target
-    drops a repeated profile id, so the at-most-one extra delivery is harmless). Timeouts are the
-    caller's (a cancel scope); a cancelled exchange closes its connection."""
+    the node about three times the CPU of ingesting the profile; this client does the same POST for a
+    fraction of it. A reused connection that the target has closed meanwhile (nothing of a response
+    arrived) is retried once on a new one (a pyro-core target drops a repeated profile id, so the
+    at-most-one extra delivery is harmless). Timeouts are the caller's (a cancel scope); a cancelled
+    exchange closes its connection. Header values with a CR, LF or NUL are refused (h11 checks every
+    header), as :class:`_ProtocolError`."""
 
     def __init__(self, address: str, max_idle: int) -> None:
         parts = urlsplit(address)
@@ -659,21 +636,25 @@ class _Http1Client:
         self.max_idle = max_idle
         self._idle: list[_Connection] = []
 
-    async def post(self, url: str, *, content: bytes, headers: Sequence[tuple[str, str]]) -> _Response:
+    def _request(self, url: str, content: bytes, headers: Sequence[tuple[str, str]]) -> h11.Request:
         parts = urlsplit(url)
         target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-        lines = [f"POST {target} HTTP/1.1", f"Host: {self.host_header}"]
-        names = set()
-        for name, value in headers:
-            if any(c in name or c in value for c in "\r\n\x00") or ":" in name:
-                raise _ProtocolError(f"header {name!r} has a forbidden character")
-            lines.append(f"{name}: {value}")
-            names.add(name.lower())
-        if "user-agent" not in names:
-            lines.append(f"User-Agent: {USER_AGENT}")
-        lines.append(f"Content-Length: {len(content)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
-        message = head + content if len(content) < 65536 else None
+        fields = [("Host", self.host_header)]
+        fields.extend(headers)
+        if not any(name.lower() == "user-agent" for name, _ in headers):
+            fields.append(("User-Agent", USER_AGENT))
+        fields.append(("Content-Length", str(len(content))))
+        try:
+            return h11.Request(
+                method="POST",
+                target=target.encode("utf-8"),
+                headers=[(name.encode("utf-8"), value.encode("utf-8")) for name, value in fields],
+            )
+        except h11.LocalProtocolError as e:  # a forbidden character in a header or the target
+            raise _ProtocolError(f"cannot send this request: {e}") from None
+
+    async def post(self, url: str, *, content: bytes, headers: Sequence[tuple[str, str]]) -> _Response:
+        request = self._request(url, content, headers)
         while True:
             reused = bool(self._idle)
             if reused:
@@ -681,24 +662,15 @@ class _Http1Client:
             else:
                 conn = _Connection(await trio.open_tcp_stream(self.host, self.port))
             keep = False
-            got_bytes = False
             try:
-                if message is not None:
-                    await conn.stream.send_all(message)
-                else:
-                    await conn.stream.send_all(head)
-                    await conn.stream.send_all(content)
                 try:
-                    status, resp_headers, http11 = await conn.read_head()
-                except _ProtocolError:
-                    got_bytes = bool(conn.buf)
-                    raise
-                got_bytes = True
-                body, reusable = await conn.read_body(resp_headers)
-                keep = reusable and http11 and "close" not in resp_headers.get("connection", "").lower()
-                return _Response(status, resp_headers, body)
+                    response = await conn.exchange(request, content)
+                except h11.ProtocolError as e:  # a malformed or oversized response
+                    raise _ProtocolError(str(e) or type(e).__name__) from None
+                keep = conn.recycle()
+                return response
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, _ProtocolError):
-                if reused and not got_bytes:
+                if reused and not conn.got_bytes:
                     continue  # a stale keep-alive connection: once more on a new one
                 raise
             finally:

@@ -38,7 +38,7 @@ data stays fast; a :class:`StackTree` is built once, from the merged result.
 Block file, version 2 (little-endian; version 1, with ``StackTree.to_bytes()`` blobs, is still read)::
 
     b"PYBK" u8 version=2 3×pad  u64 block_id  i64 min_t  i64 max_t  u32 index_len
-    index: msgpack [[tenant, {labels}, [[bucket, offset, length], …]], …]
+    index: msgpack [[tenant, {labels}, [[bucket, offset, length, total], …]], …]  (version 1: no total)
     data: one msgpack [[stack, value], …] blob per bucket (offsets relative to the end of the index)
     u32 crc32 of everything before it
 
@@ -60,7 +60,7 @@ import struct
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -348,7 +348,7 @@ class Head:
 @dataclass
 class _BlockSeries:
     labels: dict[str, str]
-    buckets: list[tuple[int, int, int]]  # (bucket, offset relative to data start, length)
+    buckets: list[tuple[int, int, int, int]]  # (bucket, offset from the data start, length, total or -1)
 
 
 @dataclass
@@ -368,7 +368,9 @@ class _Block:
         return unpack_stacks(blob)
 
 
-def _encode_block(block_id: int, entries: list[tuple[str, dict[str, str], list[tuple[int, bytes]]]]) -> bytes:
+def _encode_block(
+    block_id: int, entries: list[tuple[str, dict[str, str], list[tuple[int, bytes, int]]]]
+) -> bytes:
     blobs: list[bytes] = []
     index: list[list[Any]] = []
     off = 0
@@ -376,8 +378,8 @@ def _encode_block(block_id: int, entries: list[tuple[str, dict[str, str], list[t
     max_t: int | None = None
     for tenant, labels, buckets in entries:
         refs: list[list[int]] = []
-        for b, blob in buckets:
-            refs.append([b, off, len(blob)])
+        for b, blob, total in buckets:
+            refs.append([b, off, len(blob), total] if _BLOCK_VERSION > 1 else [b, off, len(blob)])
             blobs.append(blob)
             off += len(blob)
             min_t = b if min_t is None else min(min_t, b)
@@ -413,12 +415,15 @@ def _decode_block(path: Path, data: bytes, bucket_seconds: int) -> _Block:
         for tenant, labels, refs in raw:
             if not isinstance(tenant, str) or not isinstance(labels, dict):
                 raise bad("malformed index entry")
-            buckets: list[tuple[int, int, int]] = []
-            for b, off, ln in refs:
-                b, off, ln = int(b), int(off), int(ln)
+            buckets: list[tuple[int, int, int, int]] = []
+            for ref in refs:
+                if len(ref) != (3 if version == 1 else 4):
+                    raise bad("malformed bucket reference")
+                b, off, ln = int(ref[0]), int(ref[1]), int(ref[2])
+                total = int(ref[3]) if version > 1 else -1
                 if off < 0 or ln < 0 or off + ln > data_len:
                     raise bad("tree offset out of range")
-                buckets.append((b, off, ln))
+                buckets.append((b, off, ln, total))
             tenants.setdefault(tenant, []).append(_BlockSeries(_check_labels(labels), buckets))
     except BlockCorruptionError:
         raise
@@ -651,10 +656,10 @@ class Storage:
             if not due:
                 return None
             block_id = wal.rotate()
-            grouped: dict[tuple[str, SeriesKey], list[tuple[int, bytes]]] = {}
+            grouped: dict[tuple[str, SeriesKey], list[tuple[int, bytes, int]]] = {}
             for tenant, key, b in due:
                 stacks = self.head.get(tenant, key).buckets[b]
-                grouped.setdefault((tenant, key), []).append((b, pack_stacks(stacks)))
+                grouped.setdefault((tenant, key), []).append((b, pack_stacks(stacks), sum(stacks.values())))
             entries = [
                 (tenant, self.head.get(tenant, key).labels, sorted(buckets))
                 for (tenant, key), buckets in grouped.items()
@@ -708,68 +713,105 @@ class Storage:
 
     # -- reading ----------------------------------------------------------------------------------
 
+    def _walk(
+        self,
+        tenant: str,
+        query: Query,
+        start: float,
+        end: float,
+        visit: Callable[[dict[str, str], int, int, Callable[[], FlatStacks]], None],
+    ) -> None:
+        """Call ``visit(labels, bucket, total, read)`` for every selected (series, bucket) piece in
+        the head and in the blocks (a bucket may have a piece in each). ``total`` is the piece's sample
+        count (-1: unknown, read it), ``read()`` returns its stacks (the head's own map: do not
+        modify). Call with the lock held."""
+        for s in self.head._tenants.get(tenant, {}).values():
+            if _selects(query, s.labels):
+                for b, stacks in s.buckets.items():
+                    if self.head.overlaps(b, start, end):
+                        visit(s.labels, b, sum(stacks.values()), lambda stacks=stacks: stacks)  # type: ignore[misc]
+        for block in self.blocks.values():
+            if block.min_t >= end or block.max_t <= start:
+                continue
+            wanted = [
+                (s.labels, ref)
+                for s in block.tenants.get(tenant, ())
+                if _selects(query, s.labels)
+                for ref in s.buckets
+                if self.head.overlaps(ref[0], start, end)
+            ]
+            if not wanted:
+                continue
+            with open(block.path, "rb") as f:
+                for labels, (b, off, ln, total) in wanted:
+
+                    def read(off: int = off, ln: int = ln, block: _Block = block) -> FlatStacks:
+                        f.seek(block.data_start + off)
+                        return block.read_stacks(f.read(ln))
+
+                    visit(labels, b, total, read)
+
     def query(self, tenant: str, query: Query, start: float, end: float) -> StackTree:
         """Every sample of ``tenant`` matching ``query`` in buckets overlapping ``[start, end)``."""
+        return StackTree(self.query_merge(tenant, query, start, end))
+
+    def query_merge(
+        self,
+        tenant: str,
+        query: Query,
+        start: float,
+        end: float,
+        wanted: Collection[tuple[SeriesKey, int]] | None = None,
+    ) -> FlatStacks:
+        """The merged samples of the selected series in ``[start, end)``, restricted to the
+        ``(series key, bucket)`` pairs in ``wanted`` when given (the pieces a querier chose this
+        ingester for)."""
+        out: FlatStacks = {}
+
+        def visit(labels: dict[str, str], b: int, total: int, read: Callable[[], FlatStacks]) -> None:
+            if wanted is None or (series_key(labels), b) in wanted:
+                merge_stacks(out, read())
+
         with self._lock:
-            out: FlatStacks = {}
-            self.head.query_into(out, tenant, query, start, end)
-            for block in self.blocks.values():
-                if block.min_t >= end or block.max_t <= start:
-                    continue
-                wanted = [
-                    ref
-                    for s in block.tenants.get(tenant, ())
-                    if _selects(query, s.labels)
-                    for ref in s.buckets
-                    if self.head.overlaps(ref[0], start, end)
-                ]
-                if not wanted:
-                    continue
-                with open(block.path, "rb") as f:
-                    for _, off, ln in wanted:
-                        f.seek(block.data_start + off)
-                        merge_stacks(out, block.read_stacks(f.read(ln)))
-            return StackTree(out)
+            self._walk(tenant, query, start, end, visit)
+        return out
+
+    def query_index(
+        self, tenant: str, query: Query, start: float, end: float
+    ) -> dict[tuple[SeriesKey, int], tuple[dict[str, str], int]]:
+        """``(series key, bucket) → (labels, sample count)`` of the selected series: what a querier
+        compares across replicas before it asks each ingester to merge its share."""
+        out: dict[tuple[SeriesKey, int], tuple[dict[str, str], int]] = {}
+
+        def visit(labels: dict[str, str], b: int, total: int, read: Callable[[], FlatStacks]) -> None:
+            if total < 0:
+                total = sum(read().values())
+            k = (series_key(labels), b)
+            have = out.get(k)
+            out[k] = (dict(labels), total + (have[1] if have is not None else 0))
+
+        with self._lock:
+            self._walk(tenant, query, start, end, visit)
+        return out
 
     def query_series(
         self, tenant: str, query: Query, start: float, end: float
     ) -> dict[tuple[SeriesKey, int], tuple[dict[str, str], FlatStacks]]:
         """Like :meth:`query`, but kept apart per series and bucket: ``(series key, bucket) → (labels,
-        tree)`` (a bucket found both in the head and in blocks is merged). A querier uses it to count a
-        series held by several replicas once."""
+        stacks)`` (a bucket found both in the head and in blocks is merged)."""
+        out: dict[tuple[SeriesKey, int], tuple[dict[str, str], FlatStacks]] = {}
+
+        def visit(labels: dict[str, str], b: int, total: int, read: Callable[[], FlatStacks]) -> None:
+            k = (series_key(labels), b)
+            have = out.get(k)
+            if have is None:
+                out[k] = (dict(labels), dict(read()))
+            else:
+                merge_stacks(have[1], read())
+
         with self._lock:
-            out: dict[tuple[SeriesKey, int], tuple[dict[str, str], FlatStacks]] = {}
-
-            def add(labels: dict[str, str], bucket: int, stacks: FlatStacks, *, copy: bool) -> None:
-                k = (series_key(labels), bucket)
-                have = out.get(k)
-                if have is None:
-                    out[k] = (dict(labels), dict(stacks) if copy else stacks)
-                else:
-                    merge_stacks(have[1], stacks)
-
-            for s in self.head._tenants.get(tenant, {}).values():
-                if _selects(query, s.labels):
-                    for b, stacks in s.buckets.items():
-                        if self.head.overlaps(b, start, end):
-                            add(s.labels, b, stacks, copy=True)
-            for block in self.blocks.values():
-                if block.min_t >= end or block.max_t <= start:
-                    continue
-                wanted = [
-                    (s.labels, ref)
-                    for s in block.tenants.get(tenant, ())
-                    if _selects(query, s.labels)
-                    for ref in s.buckets
-                    if self.head.overlaps(ref[0], start, end)
-                ]
-                if not wanted:
-                    continue
-                with open(block.path, "rb") as f:
-                    for labels, (b, off, ln) in wanted:
-                        f.seek(block.data_start + off)
-                        add(labels, b, block.read_stacks(f.read(ln)), copy=False)
-            return out
+            self._walk(tenant, query, start, end, visit)
+        return out
 
     def _all_labels(self, tenant: str) -> Iterator[Mapping[str, str]]:
         yield from self.head.series(tenant)

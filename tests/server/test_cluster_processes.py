@@ -154,8 +154,8 @@ def internal_query(node: Node, tenant: str, query: str) -> StackTree:
     assert status == 200, raw
     series, _ = decode_query_result(raw)
     out = StackTree()
-    for _, tree in series.values():
-        out.merge(tree)
+    for _, stacks in series.values():
+        out.add_stacks(stacks)
     return out
 
 

@@ -92,3 +92,41 @@ def test_bad_stacks_in_a_query_result_are_a_protocol_error(stacks: object) -> No
     body = msgpack.packb([2, [[{"__name__": "a"}, 0, stacks]], {}], use_bin_type=True)
     with pytest.raises(InternalProtocolError, match="stack"):
         decode_query_result(body)
+
+
+def test_select_and_merge_round_trip() -> None:
+    from pyro_core.server.internal import (
+        MergeRequest,
+        decode_merge,
+        decode_merge_result,
+        decode_select_result,
+        encode_merge,
+        encode_merge_result,
+        encode_select_result,
+    )
+
+    labels = {"__name__": "x.cpu", "k": "v"}
+    key = tuple(sorted(labels.items()))
+    index = {(key, 0): (labels, 7), (key, 10): (labels, 0)}
+    back, meta = decode_select_result(encode_select_result(index, {"x.cpu": ("pyspy", 100, "samples")}))
+    assert back == index and meta == {"x.cpu": ("pyspy", 100, "samples")}
+    req = MergeRequest(QueryRequest("t", "x.cpu", 1.0, 2.0), ((key, 0), (key, 10)))
+    assert decode_merge(encode_merge(req)) == req
+    assert decode_merge_result(encode_merge_result({b"a;b": 3, b"c": 1})) == {b"a;b": 3, b"c": 1}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        msgpack.packb([_V, "t", "q", 1.0, 2.0, [[["k", "v"], 0]]]),  # a label that is not a pair
+        msgpack.packb([_V, "t", "q", 1.0, 2.0, [[[["k", 1]], 0]]]),
+        msgpack.packb([_V, "t", "q", 1.0, 2.0, [[[["k", "v"]], "0"]]]),
+        msgpack.packb([_V, "t", "q", 1.0, 2.0, "all"]),
+        msgpack.packb([_V, "t", 5, 1.0, 2.0, []]),
+    ],
+)
+def test_malformed_merge_requests_are_refused(body: bytes) -> None:
+    from pyro_core.server.internal import decode_merge
+
+    with pytest.raises(InternalProtocolError):
+        decode_merge(body)

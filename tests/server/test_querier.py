@@ -3,13 +3,26 @@ from __future__ import annotations
 
 from pyro_core import InstanceDesc, InstanceState, Ring, RingDesc
 from pyro_core.ring.tokens import generate_tokens
-from pyro_core.server.querier import merge_meta, merge_replica_answers, merge_union, query_targets
+from pyro_core.server.querier import assign_replicas, merge_meta, merge_union, query_targets
 
 NOW = 1_700_000_000
 
 
 def answer(*items: tuple[dict[str, str], int, dict[bytes, int]]) -> dict:
     return {(tuple(sorted(lbl.items())), b): (lbl, dict(st)) for lbl, b, st in items}
+
+
+def merge_replica_answers(answers: list[dict]) -> dict[bytes, int]:
+    """The querier's two steps over in-memory replicas: indexes → assignment → merge of the pieces."""
+    ids = [f"ing-{i}" for i in range(len(answers))]
+    indexes = [(iid, {k: (lbl, sum(st.values())) for k, (lbl, st) in a.items()}) for iid, a in zip(ids, answers, strict=True)]
+    out: dict[bytes, int] = {}
+    for iid, pieces in assign_replicas(indexes).items():
+        held = answers[ids.index(iid)]
+        for key in pieces:
+            for stack, v in held[key][1].items():
+                out[stack] = out.get(stack, 0) + v
+    return out
 
 
 A = {"__name__": "app.cpu", "host": "a"}
@@ -83,3 +96,17 @@ def test_the_lookback_keeps_instances_that_joined_the_shard_recently() -> None:
     assert plain <= with_lookback
     no_lookback = {i.id for i in query_targets(r, "tenant-x", now=NOW, shard_size=2, shuffle_sharding=True, lookback=0).instances}
     assert no_lookback == plain
+
+
+def test_equally_complete_replicas_share_the_merging() -> None:
+    # Three replicas hold the same 30 pieces: each ingester is asked to merge about a third.
+    pieces = {(tuple(sorted(A.items())), b): (A, 10) for b in range(0, 300, 10)}
+    assignment = assign_replicas([("x", pieces), ("y", pieces), ("z", pieces)])
+    assert sorted(len(v) for v in assignment.values()) == [10, 10, 10]
+    assert sorted(k for v in assignment.values() for k in v) == sorted(pieces)
+
+
+def test_a_piece_goes_to_the_replica_with_the_most_samples() -> None:
+    key = (tuple(sorted(A.items())), 0)
+    assert assign_replicas([("x", {key: (A, 3)}), ("y", {key: (A, 5)}), ("z", {key: (A, 4)})]) == {"y": [key]}
+    assert assign_replicas([("x", {key: (A, 0)})]) == {}  # nothing to merge

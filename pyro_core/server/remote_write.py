@@ -576,14 +576,18 @@ class _Connection:
         headers: dict[str, str] = {}
         parts: list[bytes] = []
         size = 0
+        need_data = True  # nothing of the response can be buffered yet (see recycle)
         while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
+            if need_data:
                 data = await self.stream.receive_some(65536)
                 if data:
                     self.got_bytes = True
                 conn.receive_data(bytes(data))  # b"": the target closed its side
-            elif isinstance(event, h11.Response):
+            event = conn.next_event()
+            need_data = event is h11.NEED_DATA
+            if need_data:
+                continue
+            if isinstance(event, h11.Response):
                 status = event.status_code
                 for name, value in event.headers:
                     key, text = name.decode("latin-1"), value.decode("latin-1")
@@ -618,13 +622,13 @@ class _Http1Client:
     and parses the responses (Content-Length, chunked, or delimited by the end of the connection),
     trio streams carry the bytes.
 
-    httpx2 costs about 1 ms of CPU per request on this path, which made relaying to two targets cost
-    the node about three times the CPU of ingesting the profile; this client does the same POST for a
-    fraction of it. A reused connection that the target has closed meanwhile (nothing of a response
-    arrived) is retried once on a new one (a pyro-core target drops a repeated profile id, so the
-    at-most-one extra delivery is harmless). Timeouts are the caller's (a cancel scope); a cancelled
-    exchange closes its connection. Header values with a CR, LF or NUL are refused (h11 checks every
-    header), as :class:`_ProtocolError`."""
+    httpx2 costs 0.5 to 1 ms of CPU per request on this path, which made relaying to two targets cost
+    the node about three times the CPU of ingesting the profile; this client does the same POST for
+    about a fifth of that (bench/test_bench_relay_client.py). A reused connection that the target has
+    closed meanwhile (nothing of a response arrived) is retried once on a new one (a pyro-core target
+    drops a repeated profile id, so the at-most-one extra delivery is harmless). Timeouts are the
+    caller's (a cancel scope); a cancelled exchange closes its connection. Header values with a CR, LF
+    or NUL are refused (h11 checks every header), as :class:`_ProtocolError`."""
 
     def __init__(self, address: str, max_idle: int) -> None:
         parts = urlsplit(address)
@@ -650,7 +654,7 @@ class _Http1Client:
                 target=target.encode("utf-8"),
                 headers=[(name.encode("utf-8"), value.encode("utf-8")) for name, value in fields],
             )
-        except h11.LocalProtocolError as e:  # a forbidden character in a header or the target
+        except (h11.LocalProtocolError, UnicodeEncodeError) as e:  # a forbidden character
             raise _ProtocolError(f"cannot send this request: {e}") from None
 
     async def post(self, url: str, *, content: bytes, headers: Sequence[tuple[str, str]]) -> _Response:

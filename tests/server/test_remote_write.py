@@ -24,6 +24,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from prometheus_client import CollectorRegistry, generate_latest
 
+from pyro_core.server import remote_write
 from pyro_core.server.push import decode_push_request, encode_push_request
 from pyro_core.server.remote_write import (
     PROFILE_ID_HEADER,
@@ -676,7 +677,7 @@ def test_disabled_remote_write_accepts_and_ignores(tmp_path: Path) -> None:
     assert writer.status()["targets"] == []
 
 
-# -- the lean HTTP/1.1 client of http:// targets ----------------------------------------------------
+# -- the HTTP/1.1 client of http:// targets (h11 framing) ----------------------------------------------------
 
 
 async def raw_server(
@@ -694,20 +695,23 @@ async def _raw_conn(
     buf = b""
     served = 0
     async with stream:
-        while close_after is None or served < close_after:
-            while b"\r\n\r\n" not in buf:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                buf += data
-            head, _, buf = buf.partition(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
-            while len(buf) < length:
-                buf += await stream.receive_some(65536)
-            requests.append(head + b"\r\n\r\n" + buf[:length])
-            buf = buf[length:]
-            await stream.send_all(answers.pop(0))
-            served += 1
+        try:
+            while close_after is None or served < close_after:
+                while b"\r\n\r\n" not in buf:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                while len(buf) < length:
+                    buf += await stream.receive_some(65536)
+                requests.append(head + b"\r\n\r\n" + buf[:length])
+                buf = buf[length:]
+                await stream.send_all(answers.pop(0))
+                served += 1
+        except trio.BrokenResourceError:  # the client reset the connection (it gave up on an answer)
+            return
 
 
 def test_lean_client_reads_every_response_framing_and_reuses_connections() -> None:
@@ -733,6 +737,7 @@ def test_lean_client_reads_every_response_framing_and_reuses_connections() -> No
             first = requests[0].decode()
             assert first.startswith("POST /prefix/ingest?name=a%7Bb%3Dc%7D HTTP/1.1\r\n")
             assert f"Host: 127.0.0.1:{port}\r\n" in first and "X-Scope-OrgID: t1\r\n" in first
+            assert "User-Agent: pyro-core-remote-write\r\n" in first
             assert first.endswith("Content-Length: 7\r\n\r\nmain 1\n")
             assert len(requests[2]) > 100_000
             with pytest.raises(_ProtocolError):
@@ -760,6 +765,119 @@ def test_lean_client_retries_a_stale_keep_alive_connection_once_and_reads_to_clo
             assert (r.status_code, r.content) == (202, b"until the end")
             assert client._idle == []  # a body delimited by the close is not reusable
             assert [q.rsplit(b"\r\n\r\n", 1)[1] for q in requests] == [b"a", b"b", b"c"]
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_lean_client_refuses_forbidden_header_characters_before_connecting() -> None:
+    async def main() -> None:
+        requests: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            port = await raw_server(nursery, [], requests)
+            client = _Http1Client(f"http://127.0.0.1:{port}", max_idle=4)
+            url = f"http://127.0.0.1:{port}/ingest"
+            for bad in (
+                ("X-Evil", "a\r\nInjected: 1"),
+                ("X-Evil", "a\nb"),
+                ("X-Evil", "a\x00b"),
+                ("A:B", "v"),
+            ):
+                with pytest.raises(_ProtocolError):
+                    await client.post(url, content=b"x", headers=[bad])
+            with pytest.raises(_ProtocolError):
+                await client.post(url, content=b"x", headers=[("X-Evil\r\nInjected", "v")])
+            assert requests == [] and client._idle == []
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_lean_client_caps_the_response_head_and_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(remote_write, "_MAX_RESPONSE_BODY", 10)
+
+    async def main() -> None:
+        requests: list[bytes] = []
+        ok = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789"  # at the cap: fine
+        answers = [
+            b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (200 * 1024) + b"\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n",  # declared too large: not read
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n012345\r\n5\r\n67890\r\n0\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\n\r\n0123456789A",  # delimited by the close
+            ok,
+            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+            b"SMTP ready\r\n\r\n",
+        ]
+        async with trio.open_nursery() as nursery:
+            port = await raw_server(nursery, answers, requests)
+            client = _Http1Client(f"http://127.0.0.1:{port}", max_idle=4)
+            url = f"http://127.0.0.1:{port}/ingest"
+            for _ in range(4):
+                with pytest.raises(_ProtocolError):
+                    await client.post(url, content=b"x", headers=[])
+                assert client._idle == []  # a failed exchange closes its connection
+            assert (await client.post(url, content=b"x", headers=[])).content == b"0123456789"
+            for _ in range(3):
+                with pytest.raises(_ProtocolError):
+                    await client.post(url, content=b"x", headers=[])
+            assert len(requests) == 8  # no retry: each failure had response bytes
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_lean_client_does_not_retry_once_response_bytes_arrived_nor_keep_a_closing_connection() -> None:
+    async def main() -> None:
+        requests: list[bytes] = []
+        answers = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Le",  # then the server closes
+            b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+        ]
+        async with trio.open_nursery() as nursery:
+            port = await raw_server(nursery, answers, requests, close_after=2)
+            client = _Http1Client(f"http://127.0.0.1:{port}", max_idle=4)
+            url = f"http://127.0.0.1:{port}/ingest"
+            assert (await client.post(url, content=b"a", headers=[])).status_code == 200
+            assert len(client._idle) == 1
+            with pytest.raises(_ProtocolError):  # reused, but part of a response came: not stale
+                await client.post(url, content=b"b", headers=[])
+            assert len(requests) == 2 and client._idle == []
+            assert (await client.post(url, content=b"c", headers=[])).status_code == 204
+            assert client._idle == []  # the target said it closes
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_a_cancelled_exchange_closes_its_connection() -> None:
+    async def main() -> None:
+        closed = trio.Event()
+
+        async def stalls(stream: trio.SocketStream) -> None:
+            async with stream:
+                buf = b""
+                while b"\r\n\r\nx" not in buf:
+                    buf += await stream.receive_some(65536)
+                await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")  # 3 bytes short
+                try:
+                    while await stream.receive_some(65536):
+                        pass
+                except trio.BrokenResourceError:
+                    pass
+                closed.set()
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, stalls, 0)
+            port = int(listeners[0].socket.getsockname()[1])
+            client = _Http1Client(f"http://127.0.0.1:{port}", max_idle=4)
+            with trio.move_on_after(5) as scope:
+                await client.post(f"http://127.0.0.1:{port}/ingest", content=b"x", headers=[])
+            assert scope.cancelled_caught and client._idle == []
+            with trio.fail_after(5):
+                await closed.wait()
             nursery.cancel_scope.cancel()
 
     run(main)

@@ -100,11 +100,13 @@ def test_member_process_joins_through_a_dns_srv_record(tmp_path) -> None:  # typ
     thread.start()
     while not started:
         threading.Event().wait(0.01)
-    seeds = [MemberProcess(f"s{i}", ports[i], [ports[0]] if i else []) for i in range(2)]
+    seeds: list[MemberProcess] = []
     newcomer = None
     try:
-        for s in seeds:
-            assert s.wait_for(lambda p: "up at" in p.output(), 20), s.output()
+        for i in range(2):  # one at a time: s1 joins s0, which must be listening first
+            seeds.append(MemberProcess(f"s{i}", ports[i], [ports[0]] if i else []))
+            assert seeds[-1].wait_for(lambda p: "up at" in p.output(), 20), seeds[-1].output()
+        assert seeds[1].wait_for(lambda p: p.alive() == {"s0", "s1"}, 20), seeds[1].output()
         newcomer = MemberProcess(
             "dns-joiner",
             free_port(),

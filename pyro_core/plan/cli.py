@@ -9,7 +9,8 @@
 # total_replicated_mb_s, mean_mb_s, max_mb_s, min_mb_s, imbalance, most_loaded, instance_capacity_mb_s,
 # max_utilisation, distinct_shards, per_instance_mb_s), overlap (instances, shard_size, pairs,
 # combinations, exact, simulated, counts, chi_square, degrees_of_freedom), blast_radius (one entry per
-# k), zone_failure, churn (add / remove), gossip, recommendation (null without a capacity), timings.
+# k), zone_failure, churn (add / remove), gossip (the model), gossip_simulated (null without
+# --gossip-simulate), recommendation (null without a capacity), timings.
 from __future__ import annotations
 
 import argparse
@@ -68,6 +69,15 @@ def _plan_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--quiet", action="store_true", help="no progress bars")
     o.add_argument("--overlap-pairs", type=int, default=20_000, help="tenant pairs to simulate (20000)")
     o.add_argument("--gossip-trials", type=int, default=100, help="Monte Carlo gossip trials (100)")
+    o.add_argument(
+        "--gossip-simulate",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="also simulate S seconds of the cluster heartbeating through real KV stores and print the "
+        "simulated figures beside the model (0: off; it first settles for two heartbeat periods and a "
+        "push/pull interval; 60 s at 50 instances take about 30 s)",
+    )
     o.add_argument("--no-recommend", action="store_true", help="skip the instance-count search")
 
 
@@ -156,7 +166,7 @@ def run_plan(args: argparse.Namespace) -> int:
     from pyro_core.plan.plan import run
 
     try:
-        for name in ("overlap_pairs", "gossip_trials"):
+        for name in ("overlap_pairs", "gossip_trials", "gossip_simulate"):
             if getattr(args, name) < 0:
                 raise ScenarioError(f"--{name.replace('_', '-')} must be ≥ 0")
         scenario = scenario_from_args(args)
@@ -165,6 +175,7 @@ def run_plan(args: argparse.Namespace) -> int:
             progress=progress_factory(args.quiet),
             overlap_pairs=args.overlap_pairs,
             gossip_trials=args.gossip_trials,
+            gossip_simulate=args.gossip_simulate,
             recommend=not args.no_recommend,
         )
         report_path = None
@@ -217,6 +228,101 @@ def pct(x: float | None, digits: int = 2) -> str:
 
 def num(x: float | None, digits: int = 2) -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:,.{digits}f}"
+
+
+def render_gossip(sg: dict[str, Any], gs: dict[str, Any], sim: dict[str, Any] | None) -> list[str]:
+    """The gossip section: the model, and the simulation beside it when one ran."""
+
+    def s(key: str, digits: int = 0) -> str:
+        return num(sim[key], digits) if sim is not None else "-"
+
+    util = gs["gossip_utilisation"]
+    out = [
+        f"Gossip (every {sg['interval_s']} s to {sg['nodes']} members, retransmit limit "
+        f"{gs['retransmit_limit']}, {sg['loss']:.0%} loss, heartbeat every {sg['heartbeat_period_s']} s)",
+        table(
+            ["ring change reaches (model)", "seconds"],
+            [
+                [
+                    f"all members, Monte Carlo median ({gs['trials']} trials, "
+                    f"{gs['monte_carlo_budget']:.3g} sends each)",
+                    num(gs["all_members_median_s"]),
+                ],
+                ["all members, Monte Carlo p99", num(gs["all_members_p99_s"])],
+                ["99.99%, mean field with that budget (- : stops short)", num(gs["mean_field_s"])],
+                ["99.99%, Serf's model (unlimited sends)", num(gs["serf_model_s"])],
+                [
+                    f"missed by gossip ({pct(gs['stop_short_share'], 1)} of trials): push/pull within",
+                    num(gs["heal_within_s"], 0),
+                ],
+            ],
+        ),
+        table(
+            ["per member", "model", "simulated"],
+            [
+                [
+                    f"ring deltas offered ({num(gs['ring_changes_per_s'], 1)} changes/s"
+                    f" × {gs['update_bytes']} B"
+                    f" × limit {gs['retransmit_limit']}), B/s",
+                    num(gs["offered_bytes_per_s"], 0),
+                    "-",
+                ],
+                [
+                    f"delta slots ({gs['deltas_per_packet']} per {sg['packet_size']} B packet), deltas/s",
+                    num(gs["delta_slots_per_s"], 1),
+                    "-",
+                ],
+                [
+                    "deltas sent, deltas/s",
+                    num(min(gs["offered_deltas_per_s"], gs["delta_slots_per_s"]), 1),
+                    s("deltas_sent_per_s", 1),
+                ],
+                ["ring delta bytes sent, B/s", num(gs["gossip_bytes_per_s"], 0), s("delta_bytes_per_s")],
+                [
+                    "sends of each heartbeat (own / forwarded)",
+                    f"{num(gs['own_sends'], 1)} / {num(gs['forwarded_sends'], 2)} (mean "
+                    f"{num((gs['own_sends'] + (gs['nodes'] - 1) * gs['forwarded_sends']) / gs['nodes'], 2)})",
+                    s("transmits_per_change", 2) + (" (mean)" if sim is not None else ""),
+                ],
+                ["heartbeat lag, mean s", num(gs["heartbeat_lag_mean_s"]), s("heartbeat_lag_mean_s", 2)],
+                ["heartbeat lag, p99 s", num(gs["heartbeat_lag_p99_s"], 1), s("heartbeat_lag_p99_s", 1)],
+                ["probes, B/s", num(gs["probe_bytes_per_s"], 0), "-"],
+                [
+                    "UDP in all (deltas + probes), B/s",
+                    num(gs["gossip_bytes_per_s"] + gs["probe_bytes_per_s"], 0),
+                    s("udp_bytes_per_s"),
+                ],
+                [
+                    f"push/pull ({gs['state_bytes']:,} B each way every {gs['heal_within_s']:.0f} s), B/s",
+                    num(gs["push_pull_bytes_per_s"], 0),
+                    s("push_pull_bytes_per_s"),
+                ],
+                ["total, B/s", num(gs["total_bytes_per_s"], 0), s("total_bytes_per_s")],
+            ],
+        ),
+        f"gossip ceiling {num(gs['gossip_ceiling_bytes_per_s'], 0)} B/s (nodes × packet / interval); "
+        f"with whole deltas per packet {num(gs['gossip_capacity_bytes_per_s'], 0)} B/s; "
+        "utilisation (model) "
+        + (pct(util, 1) if util is not None else "unbounded: a delta does not fit a packet"),
+    ]
+    if util is None or util > 1:
+        out.append(
+            "  ** saturated: bandwidth stays at the capacity; each member's queue keeps one delta per "
+            "instance (a newer heartbeat invalidates the queued one), so heartbeats get fewer sends and "
+            f"{pct(gs['gossip_miss_share'], 1)} of members miss each one: ring changes reach them "
+            "a heartbeat or a push/pull later (the lag above) **"
+        )
+    if gs["heartbeat_lag_p99_s"] is not None and gs["heartbeat_lag_p99_s"] >= sg["heartbeat_timeout_s"]:
+        out.append(
+            f"  ** p99 heartbeat lag ≥ the {sg['heartbeat_timeout_s']:.0f} s heartbeat timeout: members "
+            "will see healthy instances as unhealthy **"
+        )
+    if sim is not None:
+        out.append(
+            f"simulated: {sim['nodes']} members for {sim['seconds']:.0f} s (seed {sim['seed']}), "
+            "real KV stores and lifecyclers on the deterministic SWIM simulation"
+        )
+    return out
 
 
 def render_plan(r: dict[str, Any]) -> str:
@@ -303,44 +409,7 @@ def render_plan(r: dict[str, Any]) -> str:
             ],
         ),
         "",
-        f"Gossip (every {sc['gossip']['interval_s']} s to {sc['gossip']['nodes']} members, retransmit limit "
-        f"{gs['retransmit_limit']}, {sc['gossip']['loss']:.0%} loss)",
-        table(
-            ["ring change reaches", "seconds"],
-            [
-                ["all members, Monte Carlo median", num(gs["all_members_median_s"])],
-                ["all members, Monte Carlo p99", num(gs["all_members_p99_s"])],
-                ["99.99%, mean field with retransmit limit (- : stops short)", num(gs["mean_field_s"])],
-                ["99.99%, Serf's model", num(gs["serf_model_s"])],
-                [
-                    f"missed by gossip ({pct(gs['stop_short_share'], 1)} of trials): healed within",
-                    num(gs["heal_within_s"], 0),
-                ],
-            ],
-        ),
-        table(
-            ["bandwidth per member", "bytes/s"],
-            [
-                [
-                    f"ring changes ({num(gs['ring_changes_per_s'], 1)}/s × {gs['update_bytes']} B"
-                    f" × {gs['retransmit_limit']})",
-                    num(gs["gossip_bytes_per_s"], 0),
-                ],
-                ["gossip ceiling (nodes × packet / interval)", num(gs["gossip_ceiling_bytes_per_s"], 0)],
-                ["probes", num(gs["probe_bytes_per_s"], 0)],
-                [
-                    f"push/pull ({gs['state_bytes']:,} B every {gs['heal_within_s']:.0f} s)",
-                    num(gs["push_pull_bytes_per_s"], 0),
-                ],
-                ["total", num(gs["total_bytes_per_s"], 0)],
-            ],
-        ),
-        f"gossip utilisation {pct(gs['gossip_utilisation'], 1)}"
-        + (
-            "  ** over the ceiling: changes get fewer sends than the limit; push/pull carries the rest **"
-            if gs["gossip_utilisation"] > 1
-            else ""
-        ),
+        *render_gossip(sc["gossip"], gs, r.get("gossip_simulated")),
         "",
     ]
     rec = r["recommendation"]

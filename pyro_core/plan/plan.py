@@ -1,7 +1,8 @@
 # The whole plan: one scenario in, every figure out (load, overlap, blast radius, churn, gossip,
 # recommendation), as plain data the CLI prints, dumps as JSON or renders as a report.
 # Owns: the order of the analyses, their sizes (pairs, samples, trials), the gossip message sizes taken
-# from the real dskit codec, and the wall time of each step (reported, never asserted).
+# from a real dskit KV store (pyro_core.kv.store), the optional gossip simulation (gossip_sim.py), and
+# the wall time of each step (reported, never asserted).
 # Must not know: argparse, terminals, files; progress display is a factory the caller passes.
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+import numpy as np
+
+from pyro_core.kv.store import RING_DESC_CODEC, KVStore
 from pyro_core.plan.blast import blast_radius, zone_blast
 from pyro_core.plan.churn import churn
 from pyro_core.plan.gossip import plan_gossip
@@ -27,8 +31,7 @@ from pyro_core.plan.scenario import Scenario, Tenant
 from pyro_core.ring.model import RingDesc
 
 KV_KEY = "collectors/ingester"  # Pyroscope's ingester ring key
-KV_CODEC = "ringDesc"
-KV_ENVELOPE = len(KV_KEY) + len(KV_CODEC) + 8  # KeyValuePair framing + memberlist user-message byte
+_SIZING_EPOCH = 1_700_000_000.0  # any unix time: the sizes do not depend on it
 
 
 class Bar(Protocol):
@@ -47,11 +50,38 @@ def no_progress(desc: str, total: int) -> AbstractContextManager[Bar]:
     return contextlib.nullcontext(_NoBar())
 
 
-def gossip_sizes(desc: RingDesc) -> tuple[int, int]:
-    """(one ring change, the whole ring) in bytes as dskit's KV gossips them (protobuf + snappy)."""
+def gossip_sizes(desc: RingDesc) -> tuple[int, int, int]:
+    """(one heartbeat delta, one token-changing delta, the whole ring) in bytes, as a real dskit KV store
+    (protobuf + snappy, KeyValuePair) queues and pushes them: the deltas are what ``local_cas`` merges
+    compute, so each holds the one changed instance with all its tokens."""
+    store: KVStore[RingDesc] = KVStore(
+        [RING_DESC_CODEC], retransmit_mult=4, num_members=lambda: len(desc), clock=lambda: _SIZING_EPOCH
+    )
+    store.cas(KV_KEY, lambda _: (desc.copy(), False), _SIZING_EPOCH)
+    while store.get_broadcasts(0, 1 << 62):  # drain the initial write
+        pass
     one = next(iter(desc))
-    update = len(RingDesc({one: desc[one]}).to_dskit()) + KV_ENVELOPE
-    return update, len(desc.to_dskit()) + KV_ENVELOPE
+
+    def heartbeat(current: RingDesc | None) -> tuple[RingDesc | None, bool]:
+        assert current is not None
+        inst = current.instances[one]
+        current.instances[one] = inst.replace(timestamp=inst.timestamp + 5)
+        return current, False
+
+    def new_tokens(current: RingDesc | None) -> tuple[RingDesc | None, bool]:
+        assert current is not None
+        inst = current.instances[one]
+        current.instances[one] = inst.replace(
+            timestamp=inst.timestamp + 10,
+            tokens=np.sort((inst.tokens.astype(np.uint64) + 1) % 2**32).astype(np.uint32),
+        )
+        return current, False
+
+    sizes = []
+    for f in (heartbeat, new_tokens):
+        store.cas(KV_KEY, f, _SIZING_EPOCH)
+        sizes.append(sum(len(m) for m in store.get_broadcasts(0, 1 << 62)))
+    return sizes[0], sizes[1], len(store.local_state(False))
 
 
 def run(
@@ -61,6 +91,7 @@ def run(
     overlap_pairs: int = 20_000,
     blast_samples: int = 2000,
     gossip_trials: int = 100,
+    gossip_simulate: float = 0.0,
     recommend: bool = True,
 ) -> dict[str, Any]:
     """Every analysis of ``scenario``; a JSON-ready dict (keys documented in pyro_core/plan/cli.py)."""
@@ -104,11 +135,28 @@ def run(
     timings["churn_s"] = clock() - t0
 
     t0 = clock()
-    update_bytes, state_bytes = gossip_sizes(desc)
+    update_bytes, token_bytes, state_bytes = gossip_sizes(desc)
     gossip = plan_gossip(
-        sc.instances, sc.gossip, update_bytes, state_bytes, seed=sc.seed, trials=gossip_trials
+        sc.instances,
+        sc.gossip,
+        update_bytes,
+        state_bytes,
+        token_update_bytes=token_bytes,
+        seed=sc.seed,
+        trials=gossip_trials,
     )
     timings["gossip_s"] = clock() - t0
+    simulated: dict[str, Any] | None = None
+    if gossip_simulate > 0 and sc.instances > 1:
+        from pyro_core.plan.gossip_sim import simulate_ring_gossip
+
+        t0 = clock()
+        with progress(f"simulating {sc.instances} members for {gossip_simulate:g} s", 1) as bar:
+            simulated = simulate_ring_gossip(
+                sc.instances, sc.gossip, tokens=sc.tokens, seconds=gossip_simulate, seed=sc.seed
+            ).to_dict()
+            bar.update(1)
+        timings["gossip_simulation_s"] = clock() - t0
 
     recommendation: dict[str, Any] | None = None
     if recommend and sc.instance_capacity:
@@ -151,6 +199,9 @@ def run(
                 "packet_size": sc.gossip.packet_size,
                 "loss": sc.gossip.loss,
                 "heartbeat_period_s": sc.gossip.heartbeat_period,
+                "heartbeat_timeout_s": sc.gossip.heartbeat_timeout,
+                "probe_interval_s": sc.gossip.probe_interval,
+                "push_pull_interval_s": sc.gossip.push_pull_interval,
             },
         },
         "load": summary.to_dict() | {"per_instance_mb_s": [float(x) for x in load]},
@@ -159,6 +210,7 @@ def run(
         "zone_failure": [z.to_dict() for z in zones],
         "churn": [c.to_dict() for c in churns],
         "gossip": gossip.to_dict(),
+        "gossip_simulated": simulated,
         "recommendation": recommendation,
         "timings": {k: round(v, 4) for k, v in timings.items()},
     }

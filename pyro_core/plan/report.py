@@ -118,7 +118,10 @@ def write_report(result: dict[str, Any], path: str) -> Path:
     )
     if gs["all_members_median_s"] is not None:
         ax.axvline(
-            gs["all_members_median_s"], color="#55a868", ls="--", label="all members, Monte Carlo median"
+            gs["all_members_median_s"],
+            color="#55a868",
+            ls="--",
+            label="all members, Monte Carlo median (model)",
         )
     ax.set_xlabel("seconds after the ring change")
     ax.set_ylabel("share of members informed")
@@ -127,7 +130,13 @@ def write_report(result: dict[str, Any], path: str) -> Path:
     save(
         fig,
         "gossip",
-        f"Retransmit limit {gs['retransmit_limit']}; per member {gs['total_bytes_per_s']:,.0f} B/s.",
+        f"Retransmit limit {gs['retransmit_limit']}; per member (model) {gs['total_bytes_per_s']:,.0f} B/s"
+        + (
+            f", simulated {sim['total_bytes_per_s']:,.0f} B/s"
+            if (sim := result.get("gossip_simulated")) is not None
+            else ""
+        )
+        + f"; gossip utilisation (model) {gs['gossip_utilisation'] or float('inf'):.0%}.",
     )
 
     from pyro_core.plan.cli import render_plan

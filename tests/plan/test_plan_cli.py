@@ -38,6 +38,7 @@ KEYS = {
     "zone_failure",
     "churn",
     "gossip",
+    "gossip_simulated",
     "recommendation",
     "timings",
 }
@@ -77,6 +78,18 @@ def test_plan_prints_aligned_tables(capsys: pytest.CaptureFixture[str]) -> None:
         "Recommendation",
     ):
         assert heading in out
+
+
+def test_plan_labels_gossip_model_and_simulation(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*SMALL, "--gossip-simulate", "10", "--no-recommend"]) == 0
+    out = capsys.readouterr().out
+    gossip = out[out.index("Gossip (") :]
+    assert "ring change reaches (model)" in gossip
+    header = next(line for line in gossip.splitlines() if line.startswith("per member"))
+    assert header.split() == ["per", "member", "model", "simulated"]
+    assert "utilisation (model)" in gossip and "simulated: 12 members for 10 s" in gossip
+    total = next(line for line in gossip.splitlines() if line.startswith("total, B/s")).split()
+    assert len(total) == 4 and total[3] != "-"  # model and simulated figures side by side
 
 
 def test_plan_report_renders_html_with_readable_pngs(tmp_path: Path) -> None:

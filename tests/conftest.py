@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,13 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pyro_core.__file
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [_PACKAGE_ROOT, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
 )
+
+
+# Shared test helpers are imported as ``tests.<package>.<module>`` (e.g. tests.server.procs). The
+# checkout goes at the END of sys.path, so ``pyro_core`` still comes from the installed package.
+_CHECKOUT = str(Path(__file__).resolve().parent.parent)
+if _CHECKOUT not in sys.path:
+    sys.path.append(_CHECKOUT)
 
 
 @pytest.fixture(params=_impl.IMPLEMENTATIONS, scope="session")

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -31,77 +26,19 @@ from pyro_core.server.internal import (
     encode_query,
 )
 from pyro_core.server.tree import StackTree
-from tests.net.golang import free_port
+from tests.server.procs import Server, collapsed, http, stop_all
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
-@dataclass
-class Node:
-    name: str
-    http: int
-    ml: int
-    data: Path
-    extra: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, join: int | None) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "pyro_core",
-            "server",
-            f"-server.http-listen-port={self.http}",
-            "-server.http-listen-address=127.0.0.1",
-            f"-pyroscopedb.data-path={self.data}",
-            "-log.level=warn",
-            f"-memberlist.nodename={self.name}",
-            "-memberlist.bind-addr=127.0.0.1",
-            f"-memberlist.bind-port={self.ml}",
-            "-memberlist.pullpush-interval=1s",
-            "-memberlist.leave-timeout=5s",
-            "-ingester.heartbeat-period=1s",
-            "-ingester.num-tokens=32",
-            *self.extra,
-        ]
-        if join is not None:
-            argv.append(f"-memberlist.join=127.0.0.1:{join}")
-        self.proc = subprocess.Popen(
-            argv, cwd=tempfile.gettempdir(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy()
-        )
-
-    def check_alive(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            out = self.proc.stdout.read() if self.proc.stdout else b""
-            raise AssertionError(f"{self.name} exited with {self.proc.returncode}: {out.decode(errors='replace')}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.http}{path}"
-
-
-def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=15) as resp:
-            return resp.status, bytes(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, bytes(exc.read())
-
-
-def ring_of(node: Node) -> list[dict[str, object]]:
+def ring_of(node: Server) -> list[dict[str, object]]:
     status, body = http("GET", node.url("/ring"), headers={"Accept": "application/json"})
     assert status == 200, body
     instances: list[dict[str, object]] = json.loads(body)["instances"]
     return instances
 
 
-def wait_for_ring(nodes: list[Node], active: set[str], timeout: float = 40.0) -> list[dict[str, object]]:
+def wait_for_ring(nodes: list[Server], active: set[str], timeout: float = 40.0) -> list[dict[str, object]]:
     """Until every node's /ring shows exactly ``active`` as ACTIVE (and each is ready)."""
     deadline = time.monotonic() + timeout
     last: object = None
@@ -122,32 +59,24 @@ def wait_for_ring(nodes: list[Node], active: set[str], timeout: float = 40.0) ->
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[list[Node]]:
-    nodes: list[Node] = []
+def cluster() -> Iterator[list[Server]]:
+    nodes: list[Server] = []
     yield nodes
-    for n in nodes:
-        if n.proc is not None and n.proc.poll() is None:
-            n.proc.send_signal(signal.SIGTERM)
-    for n in nodes:
-        if n.proc is not None:
-            try:
-                n.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                n.proc.kill()
-                n.proc.wait()
+    stop_all(nodes)
 
 
-def start_cluster(nodes: list[Node], count: int, tmp_path: Path, extra: list[str]) -> None:
+def start_cluster(nodes: list[Server], count: int, tmp_path: Path, extra: list[str]) -> None:
     for i in range(count):
-        nodes.append(Node(f"ing-{i}", free_port(), free_port(), tmp_path / f"n{i}", list(extra)))
-    nodes[0].start(None)
+        nodes.append(Server(f"ing-{i}", tmp_path / f"n{i}", ["-memberlist.pullpush-interval=1s", *extra], tokens=32))
+    nodes[0].start()
     wait_for_ring(nodes[:1], {nodes[0].name})  # listening before the others join it
     for n in nodes[1:]:
-        n.start(nodes[0].ml)
+        n.join = nodes[0].ml
+        n.start()
     wait_for_ring(nodes, {n.name for n in nodes})
 
 
-def internal_query(node: Node, tenant: str, query: str) -> StackTree:
+def internal_query(node: Server, tenant: str, query: str) -> StackTree:
     """What this one ingester holds (its internal API, no fan-out)."""
     body = encode_query(QueryRequest(tenant, query, 0.0, time.time() + 3600))
     status, raw = http("POST", node.url(QUERY_PATH), body, {"Content-Type": CONTENT_TYPE})
@@ -159,22 +88,8 @@ def internal_query(node: Node, tenant: str, query: str) -> StackTree:
     return out
 
 
-def collapsed(node: Node, query: str, tenant: str | None = None) -> dict[str, int]:
-    until = int(time.time()) + 3600
-    headers = {"X-Scope-OrgID": tenant} if tenant else {}
-    status, body = http(
-        "GET", node.url(f"/render?query={urllib.request.quote(query)}&from=now-1h&until={until}&format=collapsed&maxNodes=0"), headers=headers
-    )
-    assert status == 200, body
-    out: dict[str, int] = {}
-    for line in body.decode().splitlines():
-        stack, _, value = line.rpartition(" ")
-        out[stack] = int(value)
-    return out
-
-
 def test_replicated_cluster_survives_kill_9_mid_ingest_and_the_node_rejoins_with_its_data(
-    cluster: list[Node], tmp_path: Path
+    cluster: list[Server], tmp_path: Path
 ) -> None:
     start_cluster(cluster, 3, tmp_path, ["-distributor.replication-factor=3"])
     a, b, c = cluster
@@ -210,7 +125,8 @@ def test_replicated_cluster_survives_kill_9_mid_ingest_and_the_node_rejoins_with
     # Every live ingester holds every series (RF=3 on three nodes).
     assert internal_query(b, "anonymous", "repl.cpu").total == 400
 
-    c.start(a.ml)  # same name, ports and data directory
+    c.join = a.ml
+    c.start()  # same name, ports and data directory
     wait_for_ring(cluster, {"ing-0", "ing-1", "ing-2"})
     held = internal_query(c, "anonymous", "repl.cpu").to_dict()
     # It came back with what it had acknowledged before the kill (its WAL), and no more.
@@ -238,7 +154,7 @@ def ring_from_json(instances: list[dict[str, object]], now: float) -> RingDesc:
     return RingDesc(out)
 
 
-def test_tenant_series_land_only_on_its_shuffle_shard(cluster: list[Node], tmp_path: Path) -> None:
+def test_tenant_series_land_only_on_its_shuffle_shard(cluster: list[Server], tmp_path: Path) -> None:
     start_cluster(
         cluster,
         5,

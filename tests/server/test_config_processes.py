@@ -9,24 +9,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.net.golang import free_port
+from tests.server.procs import http
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
-
-def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, bytes(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, bytes(exc.read())
 
 
 def start(argv: list[str]) -> subprocess.Popen[bytes]:

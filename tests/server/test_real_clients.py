@@ -37,10 +37,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # tests/net's helpers, when pytest was not started from the repo root
-    sys.path.append(str(ROOT))
-from tests.net.golang import free_port  # noqa: E402
+from tests.net.golang import free_port
 
 pytestmark = [
     pytest.mark.slow,  # ~20 s (installs + 12 s of profiling); CI runs it (it does not deselect slow)

@@ -505,6 +505,23 @@ def run_server(args: argparse.Namespace) -> int:
     except OSError as exc:  # e.g. a port is taken or the data path is not writable
         sys.stderr.write(f"pyro-core server: {exc}\n")
         return 1
+    except BaseExceptionGroup as group:  # the same, raised inside a nursery (e.g. hypercorn's bind)
+        found = _first_os_error(group)
+        if found is None:
+            raise
+        sys.stderr.write(f"pyro-core server: {found}\n")
+        return 1
+
+
+def _first_os_error(group: BaseExceptionGroup[BaseException]) -> OSError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, OSError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _first_os_error(exc)
+            if inner is not None:
+                return inner
+    return None
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -131,3 +131,23 @@ def test_bad_flags_fail_at_start_with_a_clear_message(argv: list[str], message: 
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_taken_http_port_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [
+                sys.executable, "-m", "pyro_core", "server", f"-server.http-listen-port={port}",
+                "-server.http-listen-address=127.0.0.1", f"-memberlist.bind-port={free_port()}",
+                "-memberlist.bind-addr=127.0.0.1", f"-pyroscopedb.data-path={tmp_path / 'data'}",
+            ],
+            cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=60, env=os.environ.copy(),
+        )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "Address already in use" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -33,6 +33,7 @@ Metadata (spyName, sampleRate, units) seen at ingest is kept in memory for ``/re
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -247,6 +248,12 @@ def make_app(
     if backend is None:
         backend = LocalBackend(ingester)
     local = ingester
+    # Profile ids: random per app instance, then a counter (unique without a syscall per request).
+    id_prefix = uuid.uuid4().hex
+    id_counter = itertools.count()
+
+    def new_id() -> str:
+        return f"{id_prefix}-{next(id_counter):x}"
     if overrides is None:
         overrides = Overrides(Limits())
     limits_of = overrides.for_tenant
@@ -360,7 +367,7 @@ def make_app(
         gzipped = headers.get("content-encoding", "").strip().lower() == "gzip"
         name = params.name
         info = AppMeta(params.spy_name, params.sample_rate, params.units)
-        profile_id = headers.get(PROFILE_ID_HEADER, "").strip() or uuid.uuid4().hex
+        profile_id = headers.get(PROFILE_ID_HEADER, "").strip() or new_id()
         writes: list[SeriesWrite] = []
         try:
             if gzipped and body.startswith(GZIP_MAGIC):
@@ -436,7 +443,7 @@ def make_app(
                 body, content_type, headers.get("content-encoding"), max_size=max_body_bytes
             )
             now = clock()
-            request_id = headers.get(PROFILE_ID_HEADER, "").strip() or uuid.uuid4().hex
+            request_id = headers.get(PROFILE_ID_HEADER, "").strip() or new_id()
             writes: list[SeriesWrite] = []
             for n, ps in enumerate(request):
                 labels = ps.label_dict()
@@ -605,7 +612,7 @@ def make_app(
             if path == PUSH_PATH:
                 tenant, writes = decode_push(body)
                 try:
-                    await trio.to_thread.run_sync(local.push, tenant, writes)
+                    await local.push_async(tenant, writes)
                 except (ValueError, TypeError) as exc:
                     raise _HTTPError(422, "invalid_argument", str(exc)) from None
                 return b""

@@ -60,7 +60,7 @@ import struct
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -70,7 +70,7 @@ import msgpack
 
 from pyro_core.server.flameql import Query
 from pyro_core.server.tree import StackTree
-from pyro_core.server.wal import DEFAULT_SEGMENT_BYTES, WAL
+from pyro_core.server.wal import DEFAULT_SEGMENT_BYTES, WAL, Position
 
 __all__ = [
     "APP_LABEL",
@@ -615,30 +615,60 @@ class Storage:
         (a retry: acknowledge it, nothing is counted twice). Invalid input raises ``ValueError`` /
         ``TypeError`` before anything is written. With ``sync=False`` the profile is durable only once
         :meth:`sync` returns (several profiles, one fsync)."""
-        if not isinstance(tenant, str) or not tenant:
-            raise ValueError("tenant is required")
-        clean = _check_labels(labels)
-        flat = clean_stacks(stacks)  # validates (negative values raise)
-        pairs = list(flat.items())
-        with self._lock:
-            wal = self.wal
-            if self.head.seen(tenant, profile_id):
-                # a repeat: the first copy may still be waiting for its fsync in another thread
-                position = wal.position()
-                stored = False
-            else:
-                bucket = self.head.bucket_of(timestamp)
-                payload: bytes = msgpack.packb(
-                    [_WAL_RECORD_VERSION, tenant, clean, bucket, pairs, profile_id], use_bin_type=True
-                )
-                position = wal.append(payload, sync=False)
-                self.head.add_stacks(tenant, clean, bucket, flat)
-                self.head.remember(tenant, profile_id)
-                stored = True
+        result = self.ingest_batch(tenant, [(labels, timestamp, stacks, profile_id)])
+        assert result is not None  # blocking
+        stored, position = result
         # Group commit: outside the lock, so that concurrent ingests share one fsync.
         if sync:
-            wal.sync(position)
-        return stored
+            self.wal.sync(position)
+        return stored == 1
+
+    def ingest_batch(
+        self,
+        tenant: str,
+        profiles: Sequence[tuple[Mapping[str, str], float, Stacks, str | None]],
+        *,
+        blocking: bool = True,
+    ) -> tuple[int, Position] | None:
+        """Add ``(labels, timestamp, stacks, profile_id)`` profiles to the WAL and the head, without
+        waiting for the fsync: returns ``(how many were new, WAL position)``; they are durable once
+        :meth:`sync_to` (or :meth:`sync`) covers the position. Every profile is validated before any
+        is written. With ``blocking=False`` returns None at once when another thread holds the
+        storage (e.g. a flush), so an event loop can hand the work to a thread instead of waiting."""
+        if not isinstance(tenant, str) or not tenant:
+            raise ValueError("tenant is required")
+        checked = [
+            (_check_labels(labels), timestamp, clean_stacks(stacks), profile_id)  # validates all first
+            for labels, timestamp, stacks, profile_id in profiles
+        ]
+        if not self._lock.acquire(blocking=blocking):
+            return None
+        try:
+            wal = self.wal
+            stored = 0
+            for clean, timestamp, flat, profile_id in checked:
+                if self.head.seen(tenant, profile_id):
+                    continue  # a repeat: acknowledged once the first copy's position is synced
+                bucket = self.head.bucket_of(timestamp)
+                payload: bytes = msgpack.packb(
+                    [_WAL_RECORD_VERSION, tenant, clean, bucket, list(flat.items()), profile_id],
+                    use_bin_type=True,
+                )
+                wal.append(payload, sync=False)
+                self.head.add_stacks(tenant, clean, bucket, flat)
+                self.head.remember(tenant, profile_id)
+                stored += 1
+            return stored, wal.position()
+        finally:
+            self._lock.release()
+
+    def is_synced(self, position: Position) -> bool:
+        """Everything up to ``position`` is fsynced (or the WAL does not fsync)."""
+        return self.wal.is_synced(position)
+
+    def sync_to(self, position: Position) -> None:
+        """Return once everything up to ``position`` is fsynced (group commit: see WAL.sync)."""
+        self.wal.sync(position)
 
     def sync(self) -> None:
         """Make everything ingested so far durable (after ``ingest(..., sync=False)`` calls)."""

@@ -40,7 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-__all__ = ["DEFAULT_SEGMENT_BYTES", "MAX_RECORD_BYTES", "WAL", "WALCorruptionError"]
+__all__ = ["DEFAULT_SEGMENT_BYTES", "MAX_RECORD_BYTES", "WAL", "Position", "WALCorruptionError"]
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,10 @@ class WAL:
         """The end of the last record written (sync it to make everything so far durable)."""
         with self._lock:
             return (self._current, self._size)
+
+    def is_synced(self, position: Position) -> bool:
+        """Everything up to ``position`` is fsynced (always, when the log does not fsync)."""
+        return not self.fsync or position <= self._synced
 
     def sync(self, position: Position) -> None:
         """Return once every record up to ``position`` is fsynced (at once if it already is)."""

@@ -298,3 +298,41 @@ def test_version_1_blocks_and_checkpoints_are_still_read(tmp_path: Path, monkeyp
     s = _open(tmp_path)
     assert _q(s, "app.cpu") == {b"main;old": 5, b"main;head": 2}
     s.close()
+
+
+def test_ingest_batch_validates_everything_before_writing_and_reports_its_position(tmp_path: Path) -> None:
+    s = Storage(tmp_path, fsync=True).open()
+    with pytest.raises(ValueError):
+        s.ingest_batch("t1", [(CPU, 100.0, {b"a": 1}, "p1"), (CPU, 100.0, {b"b": -1}, "p2")])
+    assert _q(s, "app.cpu") == {}  # nothing of the batch was stored
+    stored, position = s.ingest_batch("t1", [(CPU, 100.0, {b"a": 1}, "p1"), (CPU, 100.0, {b"a": 2}, "p1")])
+    assert stored == 1  # the repeated id counts once
+    assert not s.is_synced(position)
+    s.sync_to(position)
+    assert s.is_synced(position)
+    s.close()
+    s = Storage(tmp_path, fsync=True).open()
+    assert _q(s, "app.cpu") == {b"a": 1}
+    s.close()
+
+
+def test_a_non_blocking_batch_gives_way_to_a_flush_in_progress(tmp_path: Path) -> None:
+    import threading
+
+    s = _open(tmp_path)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with s._lock:
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holding.wait(10)
+    assert s.ingest_batch("t1", [(CPU, 100.0, {b"a": 1}, None)], blocking=False) is None
+    release.set()
+    t.join()
+    assert s.ingest_batch("t1", [(CPU, 100.0, {b"a": 1}, None)], blocking=False) is not None
+    s.close()

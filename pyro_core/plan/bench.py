@@ -213,6 +213,10 @@ def start_server(data: Path, log: Log) -> tuple[subprocess.Popen[bytes], int]:
         f"-memberlist.bind-port={free_port()}",
         f"-pyroscopedb.data-path={data}",
         "-log.level=warn",
+        # capacity, not the per-tenant limits: no rate limit, no ingestion window
+        "-distributor.ingestion-rate-limit-mb=1000000",
+        "-distributor.ingestion-burst-size-mb=1000000",
+        "-validation.reject-older-than=0",
     ]
     env = os.environ.copy()
     root = str(Path(__file__).resolve().parent.parent.parent)

@@ -428,11 +428,18 @@ def render_plan(r: dict[str, Any]) -> str:
             f"  lower bound (perfect balance): {rec['lower_bound_instances']} instances; "
             f"imbalance costs {pct(rec['imbalance_cost'], 1)} more"
         )
+        if rec.get("method"):
+            out.append(f"  search: {rec['method']}")
         conf = rec["configured_shard_size_instances"]
         if rec["configured_shard_size"] and rec["configured_shard_size"] != rec["shard_size"]:
             out.append(
                 f"  keeping shard size {rec['configured_shard_size']}: "
-                + (f"{conf} instances" if conf is not None else "no count within the search limit")
+                + (
+                    f"{conf} instances"
+                    + (" (estimated)" if rec.get("configured_shard_size_instances_estimated") else "")
+                    if conf is not None
+                    else "no count within the search limit"
+                )
             )
         if rec["shard_overrides"]:
             big = sorted(rec["shard_overrides"].items(), key=lambda kv: -kv[1])[:10]

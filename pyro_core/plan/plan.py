@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from pyro_core.kv.store import RING_DESC_CODEC, KVStore
 from pyro_core.plan.blast import blast_radius, zone_blast
 from pyro_core.plan.churn import churn
 from pyro_core.plan.gossip import plan_gossip
 from pyro_core.plan.load import (
+    Placement,
     build_ring_desc,
     make_ring,
     nested_ring_desc,
@@ -26,12 +28,18 @@ from pyro_core.plan.load import (
     summarize_load,
 )
 from pyro_core.plan.overlap import simulate_overlap
+from pyro_core.plan.recommend import Evaluate, SampleLoads
 from pyro_core.plan.recommend import recommend as recommend_capacity
 from pyro_core.plan.scenario import Scenario, Tenant
 from pyro_core.ring.model import RingDesc
 
 KV_KEY = "collectors/ingester"  # Pyroscope's ingester ring key
 _SIZING_EPOCH = 1_700_000_000.0  # any unix time: the sizes do not depend on it
+# the recommendation's search (recommend.py "Bounded work"): evaluations, and token ranges walked per
+# candidate (above it, the candidate is estimated on a sample) and for the final verification
+RECOMMEND_MAX_EVALUATIONS = 40
+RECOMMEND_ROW_BUDGET = 2_000_000
+RECOMMEND_VERIFY_BUDGET = 24_000_000
 
 
 class Bar(Protocol):
@@ -82,6 +90,43 @@ def gossip_sizes(desc: RingDesc) -> tuple[int, int, int]:
         store.cas(KV_KEY, f, _SIZING_EPOCH)
         sizes.append(sum(len(m) for m in store.get_broadcasts(0, 1 << 62)))
     return sizes[0], sizes[1], len(store.local_state(False))
+
+
+OnPlace = Callable[[int, int, Sequence[Tenant]], object]  # (instances, shard size, tenants placed)
+
+
+def recommend_evaluators(
+    sc: Scenario, tenants: Sequence[Tenant], on_place: OnPlace | None = None
+) -> tuple[Evaluate, SampleLoads]:
+    """The recommendation's evaluators on the real placement (nested rings, load.py): the peak with
+    all tenants, and per-group loads of a sample (recommend.py's ``SampleLoads``)."""
+
+    def placed_at(n: int, size: int, overrides: dict[str, int], some: Sequence[Tenant]) -> Placement:
+        r = make_ring(nested_ring_desc(n, sc.zones, sc.tokens, sc.seed), sc.replication_factor, sc.zones)
+        sized = [Tenant(t.name, t.rate, overrides.get(t.name, t.shard_size)) for t in some]
+        placed = place_tenants(r, sized, size, with_sets=False)
+        if on_place is not None:
+            on_place(n, size, sized)
+        return placed
+
+    def evaluate(n: int, size: int, overrides: dict[str, int]) -> float:
+        return float(placed_at(n, size, overrides, tenants).instance_load().max())
+
+    def sample(
+        n: int, size: int, overrides: dict[str, int], some: Sequence[Tenant], groups: Sequence[int]
+    ) -> npt.NDArray[np.float64]:
+        placed = placed_at(n, size, overrides, some)
+        group = np.asarray(groups, dtype=np.int64)
+        out = np.zeros((3, n))
+        for g in range(3):
+            rate = np.where(group == g, placed.rates, 0.0)
+            per_shard = np.bincount(placed.shard_of, weights=rate, minlength=len(placed.shards))
+            for s, v in zip(placed.shards, per_shard.tolist(), strict=True):
+                if v:
+                    out[g, s.members] += v * s.share
+        return out
+
+    return evaluate, sample
 
 
 def run(
@@ -162,22 +207,29 @@ def run(
     if recommend and sc.instance_capacity:
         t0 = clock()
 
-        def evaluate(n: int, size: int, overrides: dict[str, int]) -> float:
-            r = make_ring(nested_ring_desc(n, sc.zones, sc.tokens, sc.seed), sc.replication_factor, sc.zones)
-            sized = [Tenant(t.name, t.rate, overrides.get(t.name, t.shard_size)) for t in tenants]
-            with progress(f"trying {n} instances, shard size {size or 'all'}", len(sized)) as bar:
-                placed = place_tenants(r, sized, size, bar.update, with_sets=False)
-            return float(placed.instance_load().max())
+        search_bar: list[Bar] = []
+        evaluate, sample = recommend_evaluators(
+            sc, tenants, lambda n, s, some: [b.update(1) for b in search_bar]
+        )
 
-        recommendation = recommend_capacity(
-            evaluate,
-            tenants,
-            rf=sc.replication_factor,
-            zones=sc.zones,
-            configured_shard_size=sc.shard_size,
-            capacity=sc.instance_capacity,
-            headroom=sc.headroom,
-        ).to_dict()
+        # at most MAX_EVALUATIONS in step 2, a few more in steps 3-4 and the verification
+        with progress("recommendation search", RECOMMEND_MAX_EVALUATIONS + 40) as bar:
+            search_bar.append(bar)
+            recommendation = recommend_capacity(
+                evaluate,
+                tenants,
+                rf=sc.replication_factor,
+                zones=sc.zones,
+                configured_shard_size=sc.shard_size,
+                capacity=sc.instance_capacity,
+                headroom=sc.headroom,
+                max_evaluations=RECOMMEND_MAX_EVALUATIONS,
+                sample=sample,
+                tokens=sc.tokens,
+                row_budget=RECOMMEND_ROW_BUDGET,
+                verify_budget=RECOMMEND_VERIFY_BUDGET,
+                seed=sc.seed,
+            ).to_dict()
         timings["recommend_s"] = clock() - t0
 
     return {

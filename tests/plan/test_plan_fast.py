@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from pyro_core.plan.blast import blast_radius
 from pyro_core.plan.load import build_ring_desc, make_ring, nested_ring_desc, place_tenants
-from pyro_core.plan.plan import run
+from pyro_core.plan.plan import recommend_evaluators, run
 from pyro_core.plan.recommend import recommend, shard_overrides, tenant_min_shard_size
 from pyro_core.plan.scenario import Scenario, Tenant, TenantMix
 
@@ -120,3 +121,76 @@ def test_recommendation_on_the_real_placement_meets_the_headroom_above_the_bound
     sized = [Tenant(t.name, t.rate, rec["shard_overrides"].get(t.name)) for t in sc.all_tenants()]
     peak = place_tenants(ring, sized, rec["shard_size"]).instance_load().max()
     assert peak == pytest.approx(rec["peak_load_mb_s"]) and peak <= usable
+
+
+def _mix_scenario(instances: int, count: int, capacity: float, seed: int) -> Scenario:
+    return Scenario(
+        instances=instances,
+        zones=3,
+        replication_factor=3,
+        shard_size=3,
+        tokens=32,
+        mix=TenantMix(count=count, mean_rate=1.0),
+        instance_capacity=capacity,
+        seed=seed,
+    ).check()
+
+
+def test_recommendation_search_on_a_large_scenario_is_bounded() -> None:
+    # 3,000 tenants at ~430 instances: shard sizes in the hundreds would walk millions of token ranges
+    # per candidate; with the budget, every placement stays within it and the evaluations are counted
+    sc = _mix_scenario(100, 3000, 30.0, 7)
+    tenants = sc.all_tenants()
+    walked: list[int] = []
+
+    def on_place(n: int, size: int, some: Sequence[Tenant]) -> None:
+        own = [size if t.shard_size is None else t.shard_size for t in some]
+        walked.append(sum(32 * min(s, n) for s in own if 0 < s < n))  # beside the whole ring's n × 32
+
+    evaluate, sample = recommend_evaluators(sc, tenants, on_place)
+    budget = 200_000
+    rec = recommend(
+        evaluate,
+        tenants,
+        rf=3,
+        zones=3,
+        configured_shard_size=3,
+        capacity=30.0,
+        headroom=0.3,
+        sample=sample,
+        tokens=32,
+        row_budget=budget,
+        verify_budget=budget,
+        seed=7,
+    )
+    assert rec.fits and rec.estimated  # large shard sizes were estimated on samples
+    assert len(walked) == len(rec.evaluations) <= 40 + 2 * 12 + 14 + 2
+    assert max(walked) <= budget
+    assert "samples" in rec.method and rec.to_dict()["method"] == rec.method
+
+
+def test_sampled_recommendation_meets_the_headroom_on_the_full_placement() -> None:
+    # a smaller case: search on samples (tiny budget), then the answer verified on every tenant
+    sc = _mix_scenario(40, 600, 12.0, 11)
+    tenants = sc.all_tenants()
+    evaluate, sample = recommend_evaluators(sc, tenants)
+    rec = recommend(
+        evaluate,
+        tenants,
+        rf=3,
+        zones=3,
+        configured_shard_size=3,
+        capacity=12.0,
+        headroom=0.3,
+        sample=sample,
+        tokens=32,
+        row_budget=20_000,
+        verify_budget=10**9,
+        seed=11,
+    )
+    assert rec.estimated and rec.verified and "verified on all tenants" in rec.method
+    assert rec.fits and (rec.instances, rec.shard_size) not in rec.estimated
+    ring = make_ring(nested_ring_desc(rec.instances, 3, 32, 11), 3, 3)
+    sized = [Tenant(t.name, t.rate, rec.shard_overrides.get(t.name)) for t in tenants]
+    peak = place_tenants(ring, sized, rec.shard_size).instance_load().max()
+    assert peak == pytest.approx(rec.peak_load) and peak <= 12.0 * 0.7

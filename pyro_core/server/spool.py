@@ -51,12 +51,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from pyro_core.server.wal import MAX_RECORD_BYTES, RECORD_HEADER, fsync_dir, scan_records
+
 __all__ = ["MAX_RECORD_BYTES", "Spool", "SpoolEntry", "SpoolStats"]
 
 log = logging.getLogger(__name__)
 
-MAX_RECORD_BYTES: Final = 1 << 30
-_HEADER: Final = struct.Struct(">II")
+_HEADER: Final = RECORD_HEADER
 _COMMIT: Final = struct.Struct(">QQ")
 _COMMIT_MAGIC: Final = b"PCSPOOL1"
 _COMMIT_NAME: Final = "commit"
@@ -100,35 +101,6 @@ class SpoolStats:
 
 def _segment_name(segment_id: int) -> str:
     return f"{segment_id:016d}{_SUFFIX}"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _scan(data: bytes, start: int) -> tuple[list[tuple[int, int]], int, str | None]:
-    """The records of a segment from ``start``: ([(offset, length)], end of the last good one, problem)."""
-    out: list[tuple[int, int]] = []
-    pos = start
-    n = len(data)
-    while pos < n:
-        if n - pos < _HEADER.size:
-            return out, pos, "partial record header"
-        length, crc = _HEADER.unpack_from(data, pos)
-        if length == 0 or length > MAX_RECORD_BYTES:
-            return out, pos, f"invalid record length {length}"
-        body = pos + _HEADER.size
-        if body + length > n:
-            return out, pos, "partial record payload"
-        if zlib.crc32(data[body : body + length]) != crc:
-            return out, pos, "record checksum mismatch"
-        out.append((pos, length))
-        pos = body + length
-    return out, pos, None
 
 
 class Spool:
@@ -208,7 +180,7 @@ class Spool:
                     "spool %s: commit offset beyond segment %d, starting over", self.directory, segment_id
                 )
                 start = 0
-            records, end, problem = _scan(data, start)
+            records, end, problem = scan_records(data, start)
             if problem is not None:
                 if last:
                     self.torn_tails += 1
@@ -372,7 +344,7 @@ class Spool:
             if self._write_fd == fd:
                 raise
         if new_segment:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     def commit_position(self) -> tuple[int, int]:
         """Where the oldest record not done starts (or the end of the log when every record is done)."""
@@ -399,7 +371,7 @@ class Spool:
                 os.fsync(f.fileno())
         os.replace(tmp, self.directory / _COMMIT_NAME)
         if self.fsync:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         self._committed = position
         self._delete_before(position[0])
         return True

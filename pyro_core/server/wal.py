@@ -40,7 +40,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-__all__ = ["DEFAULT_SEGMENT_BYTES", "MAX_RECORD_BYTES", "WAL", "Position", "WALCorruptionError"]
+__all__ = [
+    "DEFAULT_SEGMENT_BYTES",
+    "MAX_RECORD_BYTES",
+    "RECORD_HEADER",
+    "WAL",
+    "Position",
+    "WALCorruptionError",
+    "fsync_dir",
+    "scan_records",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +57,9 @@ DEFAULT_SEGMENT_BYTES = 64 << 20
 #: Largest payload accepted; a length field above it is treated as damage.
 MAX_RECORD_BYTES = 1 << 30
 
-_HEADER = struct.Struct(">II")
+#: The frame of every record: u32 BE length, u32 BE crc32 of the payload (the spool uses it too).
+RECORD_HEADER = struct.Struct(">II")
+_HEADER = RECORD_HEADER
 _SUFFIX = ".seg"
 
 
@@ -56,7 +67,7 @@ class WALCorruptionError(Exception):
     """A damaged record in a segment other than the last one (not explainable by a torn write)."""
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -64,10 +75,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _scan(data: bytes) -> tuple[list[bytes], int, str | None]:
-    """Decode the records of one segment: (payloads, end of the last good record, problem or None)."""
-    out: list[bytes] = []
-    pos = 0
+def scan_records(data: bytes, start: int = 0) -> tuple[list[tuple[int, int]], int, str | None]:
+    """The framed records of a segment from ``start``: ([(record offset, payload length)], end of the
+    last good record, the problem that stopped the scan or None)."""
+    out: list[tuple[int, int]] = []
+    pos = start
     n = len(data)
     while pos < n:
         if n - pos < _HEADER.size:
@@ -78,12 +90,18 @@ def _scan(data: bytes) -> tuple[list[bytes], int, str | None]:
         start = pos + _HEADER.size
         if start + length > n:
             return out, pos, "partial record payload"
-        payload = data[start : start + length]
-        if zlib.crc32(payload) != crc:
+        if zlib.crc32(data[start : start + length]) != crc:
             return out, pos, "record checksum mismatch"
-        out.append(payload)
+        out.append((pos, length))
         pos = start + length
     return out, pos, None
+
+
+def _scan(data: bytes) -> tuple[list[bytes], int, str | None]:
+    """Decode the records of one segment: (payloads, end of the last good record, problem or None)."""
+    records, end, problem = scan_records(data)
+    h = RECORD_HEADER.size
+    return [data[off + h : off + h + length] for off, length in records], end, problem
 
 
 #: A record's position in the log: (segment id, offset of the record's end).
@@ -152,7 +170,7 @@ class WAL:
             if self.fsync:
                 os.fsync(f.fileno())
         if self.fsync:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     def _truncate_tail(self, segment: int, data_len: int, end: int, problem: str) -> None:
         path = self._path(segment)
@@ -262,7 +280,7 @@ class WAL:
         for s in gone:
             self._path(s).unlink(missing_ok=True)
         if gone and self.fsync:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         return gone
 
     def checkpoint(self, upto_segment: int) -> list[int]:

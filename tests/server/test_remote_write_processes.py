@@ -110,6 +110,15 @@ def target_metric(text: str, name: str, server: Server, target: str) -> float:
     return metric(text, name, target_name=target, target_address=server.address)
 
 
+def wait_spool_empty(relay: Server, target: str) -> None:
+    """Until the relay's spool for ``target`` holds nothing (every delivery acknowledged)."""
+    eventually(
+        lambda: relay_status(relay, target)["spool"]["entries"] == 0,
+        30,
+        lambda: f"spool never emptied: {relay_status(relay, target)}",
+    )
+
+
 def relay_status(relay: Server, target: str) -> dict[str, Any]:
     status, body = http(
         "GET", relay.url("/remote-write"), headers={"Accept": "application/json", **relay.headers}
@@ -318,6 +327,7 @@ def test_with_the_spool_a_target_that_was_down_gets_every_profile_exactly_once(
     before = mixed_profiles("sp", 5, prefix="up")
     send_all(relay, before)
     wait_holds(target, "sp.cpu", want_of(before))
+    wait_spool_empty(relay, "t")  # the relay has the target's answers too: nothing in flight
 
     target.kill()
     during = mixed_profiles("sp", 40, prefix="down")
@@ -413,6 +423,7 @@ def test_a_relay_killed_with_a_full_spool_delivers_it_after_restart_without_loss
     delivered = mixed_profiles("k9", 10, prefix="early")
     send_all(relay, delivered)
     wait_holds(target, "k9.cpu", want_of(delivered))
+    wait_spool_empty(relay, "t")  # the relay has the target's answers too: nothing in flight
     target.kill()
     spooled = mixed_profiles("k9", 30, prefix="spooled")
     send_all(relay, spooled)  # each 200 only once the record is fsynced in the spool

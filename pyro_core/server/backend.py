@@ -3,8 +3,10 @@
 # use), LocalBackend (a node on its own), ClusterBackend (the trio shell of the distributor and the
 # querier: plans pushes with distributor.plan_push, sends each ingester its series in parallel — a
 # direct call for this instance, the internal HTTP API for peers — decides with PushTracker, lets
-# late replicas finish in the background; fans queries out per querier.query_targets and merges with
-# replica deduplication), and the errors the app turns into status codes.
+# late replicas finish in the background; queries in two steps — every ingester of
+# querier.query_targets reports its samples per series and bucket, then each merges the pieces for
+# which it holds the most complete replica, querier.assign_replicas), and the errors the app turns
+# into status codes.
 # Must not know: request parsing, response formats, SWIM or CRDT rules.
 from __future__ import annotations
 

@@ -505,14 +505,14 @@ class RuntimeConfigCollector(Collector):
             return
         ok = GaugeMetricFamily(
             f"{self.prefix}_runtime_config_last_reload_successful",
-            "Whether the last runtime-config reload attempt was successful.",
+            "1 when the runtime-config files read last were valid and applied, 0 when they were refused.",
         )
         ok.add_metric([], 1.0 if status.last_reload_successful else 0.0)
         yield ok
         if status.sha256 is not None:
             h = GaugeMetricFamily(
                 f"{self.prefix}_runtime_config_hash",
-                "Hash of the currently active runtime config file.",
+                "SHA-256 of the runtime config in use (the label), always 1.",
                 labels=["sha256"],
             )
             h.add_metric([status.sha256], 1.0)

@@ -448,25 +448,25 @@ class RemoteWriteCollector(Collector):
         snake = ["target_name", "target_address"]
         sent_bytes = _go_counter(
             "pyroscope_remote_write_client_sent_bytes",
-            "The total number of bytes of data (not metadata) sent to the remote target.",
+            "Profile body bytes the relay delivered to this target (request bodies, not headers).",
         )
         response = HistogramMetricFamily(
             "pyroscope_remote_write_client_response_time",
-            "The response time from the remote target, in seconds.",
+            "Seconds from sending a profile to this target until its answer, per HTTP status code.",
             labels=[*camel, "code"],
         )
         workers = GaugeMetricFamily(
-            "pyroscope_remote_write_queue_workers_total", "Total number of queue workers.", labels=snake
+            "pyroscope_remote_write_queue_workers_total", "Workers sending to this target.", labels=snake
         )
         capacity = GaugeMetricFamily(
-            "pyroscope_remote_write_queue_capacity", "How many items the queue can hold.", labels=snake
+            "pyroscope_remote_write_queue_capacity", "Most profiles this target's queue holds.", labels=snake
         )
         pending = GaugeMetricFamily(
-            "pyroscope_remote_write_queue_pending", "How many items are in the queue.", labels=snake
+            "pyroscope_remote_write_queue_pending", "Profiles waiting in this target's queue.", labels=snake
         )
         dropped = _go_counter(
             "pyroscope_remote_write_queue_dropped",
-            "How many items were dropped (as in not accepted into the queue).",
+            "Profiles this target's full queue refused (never sent).",
         )
         sent = CounterMetricFamily(
             "pyro_core_remote_write_sent", "Profiles delivered to the remote target (2xx).", labels=snake

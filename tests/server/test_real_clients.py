@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.net.golang import free_port
+from tests.server.procs import Server as Process
 
 pytestmark = [
     pytest.mark.slow,  # ~20 s (installs + 12 s of profiling); CI runs it (it does not deselect slow)
@@ -131,7 +131,7 @@ def client_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @dataclass
 class Server:
     port: int
-    proc: subprocess.Popen[bytes]
+    proc: Process
     multitenancy: bool
 
     def get(self, path: str, tenant: str | None = None) -> tuple[int, bytes]:
@@ -155,55 +155,16 @@ class Server:
 
 
 def start_server(data: Path, *, multitenancy: bool) -> Server:
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "pyro_core",
-        "server",
-        f"-server.http-listen-port={port}",
-        "-server.http-listen-address=127.0.0.1",
-        f"-pyroscopedb.data-path={data}",
-        "-memberlist.bind-addr=127.0.0.1",
-        f"-memberlist.bind-port={free_port()}",
-        "-log.level=warn",
-    ]
-    if multitenancy:
-        argv.append("-auth.multitenancy-enabled=true")
-    proc = subprocess.Popen(
-        argv,
-        cwd=tempfile.gettempdir(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=os.environ.copy(),
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else b""
-            raise AssertionError(f"server exited with {proc.returncode}: {out.decode(errors='replace')}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as resp:
-                if resp.status == 200:
-                    return Server(port, proc, multitenancy)
-        except (urllib.error.URLError, ConnectionError, OSError):
-            time.sleep(0.1)
-    proc.kill()
-    proc.wait()
-    raise AssertionError("server did not become ready")
+    extra = ["-auth.multitenancy-enabled=true"] if multitenancy else []
+    proc = Process(data.name, data, extra).start().wait_ready()
+    return Server(proc.http, proc, multitenancy)
 
 
 def stop_server(server: Server) -> str:
-    """SIGTERM, then the server's output (for failure messages)."""
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        try:
-            server.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
-    out = server.proc.stdout.read() if server.proc.stdout else b""
-    return out.decode(errors="replace")
+    """SIGTERM, then the server's log (for failure messages)."""
+    server.proc.stop()
+    err = server.proc.proc.stderr if server.proc.proc is not None else None
+    return err.read().decode(errors="replace") if err is not None else ""
 
 
 # -- the client runs ---------------------------------------------------------------------------------

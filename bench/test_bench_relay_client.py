@@ -4,7 +4,8 @@
 # this process, answers every request with a fixed ``200`` (Content-Length framing, keep-alive). In the
 # main thread, each client POSTs the same relay request (the headers build_request makes, a 1 KiB
 # body) one after another, on one kept connection: httpx2.AsyncClient (what https:// targets use, the
-# group's baseline) and the h11 client of http:// targets (remote_write._Http1Client). The figure is
+# group's baseline) and the client of http:// targets (remote_write._Http1Client: our request head,
+# httptools' response parser, non-blocking sockets). The figure is
 # the client thread's CPU time (``time.thread_time``) per POST, the server's thread excluded, after 20
 # untimed POSTs and a gc.collect (httpx2's garbage otherwise slows the next client's rounds); it is in
 # extra_info["cpu_ns_per_post"] and in the row's label, written after the run. The report's time
@@ -119,7 +120,7 @@ class _Httpx2:
         await self.client.aclose()
 
 
-class _H11:
+class _Lean:
     def __init__(self, url: str) -> None:
         self.client = _Http1Client(url.split("/ingest", 1)[0], max_idle=1)
 
@@ -132,11 +133,11 @@ class _H11:
 
 CLIENTS: dict[str, Callable[[str], Any]] = {
     "httpx2": lambda url: _Httpx2(),
-    "h11": _H11,
+    "lean": _Lean,
 }
 LABELS = {
     "httpx2": "httpx2.AsyncClient POST (https:// targets)",
-    "h11": "_Http1Client POST on h11 (http:// targets)",
+    "lean": "_Http1Client POST, httptools parser (http:// targets)",
 }
 
 

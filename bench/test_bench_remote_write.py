@@ -18,6 +18,7 @@ import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx2
 import pytest
@@ -36,7 +37,7 @@ def make_item(i: int) -> RelayItem:
         kind="ingest",
         tenant="anonymous",
         org_id=None,
-        params=(("name", "bench.cpu{env=prod}"), ("from", "1700000000"), ("until", "1700000010")),
+        query=urlencode((("name", "bench.cpu{env=prod}"), ("from", "1700000000"), ("until", "1700000010"))),
         content_type="text/plain",
         content_encoding=None,
         body=b"".join(f"main;work;f{j};g{i % 7} {j + 1}\n".encode() for j in range(40)),

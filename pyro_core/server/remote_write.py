@@ -3,8 +3,8 @@
 Owns: RelayItem (a profile as it arrived) and its spool encoding; the per-target request (URL, headers,
 auth, tenant, tags merged into the name or the push labels); the retry rules (a sans-I/O core:
 RetryRules / RetryBudget take ``now`` and return decisions); the trio shell (per-target queue or
-spool, workers, drain; the client: h11 does the HTTP/1.1 framing for http:// targets, over trio
-sockets and a keep-alive pool of our own, and httpx2 serves https:// targets); the
+spool, workers, drain; the client: our HTTP/1.1 requests and httptools' response parser over trio
+sockets and a keep-alive pool for http:// targets, httpx2 for https:// targets); the
 remote-write metrics under Pyroscope's exact names; the ``/remote-write`` status (JSON and HTML).
 Must not know: the ASGI app and routes (app.py calls submit / wait_durable / status_page), command-line
 flags and YAML files (cli.py parses the YAML; relay_config.py checks the section), local storage.
@@ -44,6 +44,8 @@ import json
 import logging
 import math
 import random
+import re
+import socket
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -52,9 +54,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import h11
+import httptools
 import httpx2
 import trio
 from prometheus_client import CollectorRegistry
@@ -120,12 +122,17 @@ class RelayItem:
     kind: Literal["ingest", "push"]  # legacy /ingest, or Connect /push.v1.PusherService/Push
     tenant: str  # tenant the relay accepted it for ("anonymous" when multi-tenancy is off)
     org_id: str | None  # the X-Scope-OrgID header as received (None if absent)
-    params: tuple[tuple[str, str], ...]  # the original query parameters (ingest), in order
+    query: str  # the query string exactly as received, still percent-encoded ("" for push)
     content_type: str | None
     content_encoding: str | None
     body: bytes  # exactly as received
     profile_id: str  # unique id the relay assigned (uuid4 hex)
     received_at: float  # unix seconds
+
+    @property
+    def params(self) -> tuple[tuple[str, str], ...]:
+        """The query parameters, decoded, in order."""
+        return tuple(parse_qsl(self.query, keep_blank_values=True))
 
 
 _ITEM_VERSION: Final = 1
@@ -133,13 +140,15 @@ _ITEM_HEADER: Final = struct.Struct(">BI")  # version, length of the JSON metada
 
 
 def encode_item(item: RelayItem) -> bytes:
-    """A RelayItem as one spool record: ``u8 version | u32 BE n | n bytes of JSON metadata | body``."""
+    """A RelayItem as one spool record: ``u8 version | u32 BE n | n bytes of JSON metadata | body``.
+    The metadata holds the raw query string under "query" (records from before it was kept have the
+    decoded pairs under "params"; both are read)."""
     meta = json.dumps(
         {
             "kind": item.kind,
             "tenant": item.tenant,
             "org_id": item.org_id,
-            "params": item.params,
+            "query": item.query,
             "content_type": item.content_type,
             "content_encoding": item.content_encoding,
             "profile_id": item.profile_id,
@@ -157,21 +166,28 @@ def decode_item(data: bytes) -> RelayItem:
     version, n = _ITEM_HEADER.unpack_from(data, 0)
     if version != _ITEM_VERSION or _ITEM_HEADER.size + n > len(data):
         raise ValueError(f"unknown spool record (version {version})")
-    meta = json.loads(data[_ITEM_HEADER.size : _ITEM_HEADER.size + n])
-    kind = meta["kind"]
-    if kind not in ("ingest", "push"):
-        raise ValueError(f"unknown relay item kind {kind!r}")
-    return RelayItem(
-        kind=kind,
-        tenant=str(meta["tenant"]),
-        org_id=meta["org_id"],
-        params=tuple((str(k), str(v)) for k, v in meta["params"]),
-        content_type=meta["content_type"],
-        content_encoding=meta["content_encoding"],
-        body=bytes(data[_ITEM_HEADER.size + n :]),
-        profile_id=str(meta["profile_id"]),
-        received_at=float(meta["received_at"]),
-    )
+    try:
+        meta = json.loads(data[_ITEM_HEADER.size : _ITEM_HEADER.size + n])
+        kind = meta["kind"]
+        if kind not in ("ingest", "push"):
+            raise ValueError(f"unknown relay item kind {kind!r}")
+        if "query" in meta:
+            query = str(meta["query"])
+        else:  # written before the raw query string was kept: the decoded pairs
+            query = urlencode([(str(k), str(v)) for k, v in meta["params"]])
+        return RelayItem(
+            kind=kind,
+            tenant=str(meta["tenant"]),
+            org_id=meta["org_id"],
+            query=query,
+            content_type=meta["content_type"],
+            content_encoding=meta["content_encoding"],
+            body=bytes(data[_ITEM_HEADER.size + n :]),
+            profile_id=str(meta["profile_id"]),
+            received_at=float(meta["received_at"]),
+        )
+    except (KeyError, TypeError, AttributeError) as e:  # valid JSON, but not our metadata
+        raise ValueError(f"malformed spool record metadata: {e!r}") from None
 
 
 # =================================================================================================
@@ -250,10 +266,11 @@ def build_request(
         url = target.address + PUSH_PATH
         body = _push_body(item, target.tags)
     else:
-        params = item.params
+        query = item.query
         if target.tags:
-            params = tuple((k, _merge_name(v, target.tags) if k == "name" else v) for k, v in params)
-        url = target.address + INGEST_PATH + ("?" + urlencode(params) if params else "")
+            tags = target.tags
+            query = urlencode([(k, _merge_name(v, tags) if k == "name" else v) for k, v in item.params])
+        url = target.address + INGEST_PATH + ("?" + query if query else "")
         body = item.body
     headers.pop("content-length", None)  # the client sets it
     headers.pop("host", None)
@@ -529,11 +546,14 @@ def _bound(bound: float) -> str:
 
 
 # =================================================================================================
-# The HTTP/1.1 client of http:// targets: h11 does the framing, trio the sockets
+# The HTTP/1.1 client of http:// targets: httptools (llhttp) parses the responses, trio the sockets
 # =================================================================================================
 
-_MAX_RESPONSE_HEAD: Final = 64 * 1024  # h11's cap on an incomplete event (a response head, a chunk line)
+_MAX_RESPONSE_HEAD: Final = 64 * 1024  # response bytes allowed before the head is complete
 _MAX_RESPONSE_BODY: Final = 16 << 20
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 token)
+_FORBIDDEN: Final = re.compile(r"[\r\n\x00]")  # never in a header value or request target
+_SPACE: Final = re.compile(r"[\x00-\x20\x7f]")  # never in a request target
 
 
 class _ProtocolError(Exception):
@@ -549,86 +569,173 @@ class _Response:
 
 
 class _Connection:
-    """One keep-alive connection: a trio stream and its h11 state machine."""
+    """One keep-alive connection: a trio socket and an httptools response parser, whose callbacks
+    (the ``on_*`` methods) collect the response of the current exchange."""
 
-    __slots__ = ("got_bytes", "h11", "stream")
+    __slots__ = (
+        "chunked",
+        "complete",
+        "got_bytes",
+        "head_bytes",
+        "head_done",
+        "headers",
+        "keep_alive",
+        "parser",
+        "parts",
+        "size",
+        "sock",
+        "started",
+        "status",
+        "surplus",
+    )
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_RESPONSE_HEAD)
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.parser = httptools.HttpResponseParser(self)
+        self._reset()
+
+    def _reset(self) -> None:
         self.got_bytes = False  # some bytes of a response arrived during this exchange
+        self.started = False  # the final response began (after any 1xx)
+        self.complete = False
+        self.surplus = False  # bytes came after the final response: not reusable
+        self._reset_message()
 
-    async def exchange(self, request: h11.Request, content: bytes) -> _Response:
-        """Send one request, read its final response (1xx are skipped)."""
-        conn = self.h11
-        self.got_bytes = False
-        head = conn.send(request) or b""
-        body = conn.send(h11.Data(data=content)) or b""
-        end = conn.send(h11.EndOfMessage()) or b""
-        if len(body) < 65536:
-            await self.stream.send_all(head + body + end)
+    def _reset_message(self) -> None:
+        self.head_done = False
+        self.head_bytes = 0
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.keep_alive = False
+        self.chunked = False
+
+    # -- httptools callbacks ------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # another response, unasked for
+            self.surplus = True
+            return
+        self._reset_message()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.complete:
+            return
+        key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+        self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
+
+    def on_headers_complete(self) -> None:
+        if self.complete:
+            return
+        parser = self.parser
+        self.status = parser.get_status_code()
+        self.keep_alive = parser.should_keep_alive()
+        self.head_done = True
+        length = self.headers.get("content-length")
+        if length is not None and int(length) > _MAX_RESPONSE_BODY:  # llhttp checked the digits
+            raise _ProtocolError(f"response body too large ({length} bytes)")
+        self.chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+
+    def on_body(self, body: bytes) -> None:
+        if self.complete:
+            return
+        self.size += len(body)
+        if self.size > _MAX_RESPONSE_BODY:
+            raise _ProtocolError("response body too large")
+        self.parts.append(bytes(body))
+
+    def on_message_complete(self) -> None:
+        if self.complete:
+            return
+        if 100 <= self.status < 200:  # an interim response (100 Continue, 103): wait for the final one
+            self._reset_message()
+            return
+        self.complete = True
+
+    # -- the exchange -------------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        if not self.head_done:
+            self.head_bytes += len(data)
+            if self.head_bytes > _MAX_RESPONSE_HEAD:
+                raise _ProtocolError("response head too large")
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as e:
+            if isinstance(e.__context__, _ProtocolError):
+                raise e.__context__ from None
+            raise _ProtocolError(str(e)) from None
+        except httptools.HttpParserUpgrade:  # a 101: not something a relay speaks
+            if not self.complete or self.status == 101:
+                raise _ProtocolError("the target switched protocols") from None
+            self.surplus = True
+        except httptools.HttpParserError as e:
+            if not self.complete:
+                raise _ProtocolError(str(e) or type(e).__name__) from None
+            self.surplus = True  # garbage after the response: the response stands, the connection goes
+
+    async def exchange(self, request: bytes, content: bytes) -> _Response:
+        """Send one request (its head, then ``content``), read its final response (1xx skipped)."""
+        self._reset()
+        sock = self.sock
+        if len(content) < 65536:
+            await _send_all(sock, request + content)
         else:  # not worth a copy
-            await self.stream.send_all(head)
-            await self.stream.send_all(body)
-            if end:
-                await self.stream.send_all(end)
-        status = 0
-        headers: dict[str, str] = {}
-        parts: list[bytes] = []
-        size = 0
-        need_data = True  # nothing of the response can be buffered yet (see recycle)
-        while True:
-            if need_data:
-                data = await self.stream.receive_some(65536)
-                if data:
-                    self.got_bytes = True
-                conn.receive_data(bytes(data))  # b"": the target closed its side
-            event = conn.next_event()
-            need_data = event is h11.NEED_DATA
-            if need_data:
+            await _send_all(sock, request)
+            await _send_all(sock, content)
+        while not self.complete:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:  # woken for nothing
                 continue
-            if isinstance(event, h11.Response):
-                status = event.status_code
-                for name, value in event.headers:
-                    key, text = name.decode("latin-1"), value.decode("latin-1")
-                    headers[key] = f"{headers[key]}, {text}" if key in headers else text
-                    if key == "content-length" and int(text) > _MAX_RESPONSE_BODY:  # h11 checked it
-                        raise _ProtocolError(f"response body too large ({text} bytes)")
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > _MAX_RESPONSE_BODY:
-                    raise _ProtocolError("response body too large")
-                parts.append(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                return _Response(status, headers, b"".join(parts))
-            elif isinstance(event, h11.ConnectionClosed):
+            if not data:  # the target closed its side
+                if self.head_done and "content-length" not in self.headers and not self.chunked:
+                    self.complete = True  # a body delimited by the end of the connection
+                    self.keep_alive = False
+                    break
                 raise _ProtocolError("the target closed the connection")
-            elif event is h11.PAUSED:  # a 101 to an Upgrade header: not something a relay speaks
-                raise _ProtocolError("the target switched protocols")
-            # h11.InformationalResponse (another 1xx): wait for the final response
+            self.got_bytes = True
+            self._feed(data)
+        return _Response(self.status, self.headers, b"".join(self.parts))
 
-    def recycle(self) -> bool:
-        """Make the connection ready for the next request, if it can be reused: both sides are done
-        with a keep-alive exchange and nothing past the response is buffered."""
-        conn = self.h11
-        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE or conn.trailing_data[0]:
-            return False
-        conn.start_next_cycle()
-        return True
+    def reusable(self) -> bool:
+        """Both sides are done with a keep-alive exchange and nothing past the response arrived."""
+        return self.complete and self.keep_alive and not self.surplus
+
+
+async def _send_all(sock: socket.socket, data: bytes) -> None:
+    """Write all of ``data`` to a non-blocking socket, waiting only when the kernel's buffer is full
+    (not a checkpoint by itself: the exchange's wait for the response is)."""
+    view = memoryview(data)
+    while view:
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+            continue
+        view = view[sent:]
+
+
+def _close(sock: socket.socket) -> None:
+    trio.lowlevel.notify_closing(sock)
+    sock.close()
 
 
 class _Http1Client:
-    """POSTs to one ``http://`` target over a pool of keep-alive connections: h11 writes the requests
-    and parses the responses (Content-Length, chunked, or delimited by the end of the connection),
-    trio streams carry the bytes.
+    """POSTs to one ``http://`` target over a pool of keep-alive connections: the request head is
+    written here (every header checked: a name must be a token; a CR, LF or NUL in a value, or a
+    space or control character in the target, is refused as :class:`_ProtocolError` before anything
+    is sent), httptools (llhttp, the parser of Node.js) reads the responses: Content-Length, chunked,
+    or delimited by the end of the connection, 1xx skipped, head and body capped.
 
-    httpx2 costs 0.5 to 1 ms of CPU per request on this path, which made relaying to two targets cost
-    the node about three times the CPU of ingesting the profile; this client does the same POST for
-    about a fifth of that (bench/test_bench_relay_client.py). A reused connection that the target has
-    closed meanwhile (nothing of a response arrived) is retried once on a new one (a pyro-core target
-    drops a repeated profile id, so the at-most-one extra delivery is harmless). Timeouts are the
-    caller's (a cancel scope); a cancelled exchange closes its connection. Header values with a CR, LF
-    or NUL are refused (h11 checks every header), as :class:`_ProtocolError`."""
+    httpx2 costs 0.5 to 1 ms of CPU per request on this path, and h11 (this client's framing until
+    Nov 2026) about 125 µs; this one about 40 µs (bench/test_bench_relay_client.py). A reused
+    connection that the target has closed meanwhile (nothing of a response arrived) is retried once
+    on a new one (a pyro-core target drops a repeated profile id, so the at-most-one extra delivery is
+    harmless). Timeouts are the caller's (a cancel scope); a cancelled exchange closes its
+    connection."""
 
     def __init__(self, address: str, max_idle: int) -> None:
         parts = urlsplit(address)
@@ -639,39 +746,49 @@ class _Http1Client:
         self.host_header = parts.netloc.rpartition("@")[2]
         self.max_idle = max_idle
         self._idle: list[_Connection] = []
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._fixed = f"Host: {self.host_header}\r\n"
 
-    def _request(self, url: str, content: bytes, headers: Sequence[tuple[str, str]]) -> h11.Request:
-        parts = urlsplit(url)
-        target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-        fields = [("Host", self.host_header)]
-        fields.extend(headers)
-        if not any(name.lower() == "user-agent" for name, _ in headers):
-            fields.append(("User-Agent", USER_AGENT))
-        fields.append(("Content-Length", str(len(content))))
-        try:
-            return h11.Request(
-                method="POST",
-                target=target.encode("utf-8"),
-                headers=[(name.encode("utf-8"), value.encode("utf-8")) for name, value in fields],
-            )
-        except (h11.LocalProtocolError, UnicodeEncodeError) as e:  # a forbidden character
-            raise _ProtocolError(f"cannot send this request: {e}") from None
+    def _head(self, url: str, length: int, headers: Sequence[tuple[str, str]]) -> bytes:
+        if url.startswith(self._origin) and url[len(self._origin) : len(self._origin) + 1] in ("/", "?"):
+            target = url[len(self._origin) :]
+            if target.startswith("?"):
+                target = "/" + target
+        else:
+            parts = urlsplit(url)
+            target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        if _SPACE.search(target):
+            raise _ProtocolError(f"cannot send this request: a space or control character in {target!r}")
+        lines = [f"POST {target} HTTP/1.1\r\n", self._fixed]
+        agent = False
+        for name, value in headers:
+            if _TOKEN.fullmatch(name) is None or _FORBIDDEN.search(value) is not None:
+                raise _ProtocolError(f"cannot send this request: illegal header {name!r}: {value!r}")
+            agent = agent or name.lower() == "user-agent"
+            lines.append(f"{name}: {value}\r\n")
+        if not agent:
+            lines.append(f"User-Agent: {USER_AGENT}\r\n")
+        lines.append(f"Content-Length: {length}\r\n\r\n")
+        return "".join(lines).encode("utf-8")
+
+    async def _connect(self) -> _Connection:
+        """A new connection. trio connects (name resolution, happy eyeballs, TCP_NODELAY); the
+        exchanges then use the plain non-blocking socket with trio's wait_readable / wait_writable:
+        one wait per exchange instead of the three scheduler round trips of trio's socket methods."""
+        stream = await trio.open_tcp_stream(self.host, self.port)
+        sock = socket.socket(fileno=stream.socket.detach())
+        sock.setblocking(False)
+        return _Connection(sock)
 
     async def post(self, url: str, *, content: bytes, headers: Sequence[tuple[str, str]]) -> _Response:
-        request = self._request(url, content, headers)
+        head = self._head(url, len(content), headers)
         while True:
             reused = bool(self._idle)
-            if reused:
-                conn = self._idle.pop()
-            else:
-                conn = _Connection(await trio.open_tcp_stream(self.host, self.port))
+            conn = self._idle.pop() if reused else await self._connect()
             keep = False
             try:
-                try:
-                    response = await conn.exchange(request, content)
-                except h11.ProtocolError as e:  # a malformed or oversized response
-                    raise _ProtocolError(str(e) or type(e).__name__) from None
-                keep = conn.recycle()
+                response = await conn.exchange(head, content)
+                keep = conn.reusable()
                 return response
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, _ProtocolError):
                 if reused and not conn.got_bytes:
@@ -681,12 +798,13 @@ class _Http1Client:
                 if keep and len(self._idle) < self.max_idle:
                     self._idle.append(conn)
                 else:
-                    await trio.aclose_forcefully(conn.stream)
+                    _close(conn.sock)
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:
-            await trio.aclose_forcefully(conn.stream)
+            _close(conn.sock)
+        await trio.lowlevel.checkpoint()
 
 
 _Client = httpx2.AsyncClient | _Http1Client

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 import trio
@@ -145,7 +145,7 @@ def item(i: int = 0, *, name: str = "myapp.cpu{env=prod}", org_id: str | None = 
         kind="ingest",
         tenant=org_id or "anonymous",
         org_id=org_id,
-        params=(("name", name), ("from", "1700000000"), ("until", "1700000010"), ("format", "folded")),
+        query=urlencode((("name", name), ("from", "1700000000"), ("until", "1700000010"), ("format", "folded"))),
         content_type="text/plain",
         content_encoding=None,
         body=f"main;work;f{i} {i + 1}\n".encode(),
@@ -318,7 +318,7 @@ def test_push_profiles_go_to_the_push_endpoint_with_the_targets_tags(tmp_path: P
         kind="push",
         tenant="anonymous",
         org_id=None,
-        params=(),
+        query="",
         content_type="application/proto",
         content_encoding="gzip",
         body=body,
@@ -677,7 +677,7 @@ def test_disabled_remote_write_accepts_and_ignores(tmp_path: Path) -> None:
     assert writer.status()["targets"] == []
 
 
-# -- the HTTP/1.1 client of http:// targets (h11 framing) ----------------------------------------------------
+# -- the HTTP/1.1 client of http:// targets (httptools parses the answers) -------------------------------
 
 
 async def raw_server(
@@ -743,6 +743,34 @@ def test_lean_client_reads_every_response_framing_and_reuses_connections() -> No
             with pytest.raises(_ProtocolError):
                 await client.post(url, content=b"", headers=[("X-Evil", "a\r\nInjected: 1")])
             await client.aclose()
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_lean_client_keeps_no_connection_that_sent_more_than_the_answer_nor_one_that_upgrades() -> None:
+    async def main() -> None:
+        requests: list[bytes] = []
+        ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        answers = [
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + ok,  # an interim response, then 200
+            ok + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",  # an answer nobody asked for
+            ok + b"garbage",  # bytes that are not HTTP after the answer
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        ]
+        async with trio.open_nursery() as nursery:
+            port = await raw_server(nursery, answers, requests)
+            client = _Http1Client(f"http://127.0.0.1:{port}", max_idle=4)
+            url = f"http://127.0.0.1:{port}/ingest"
+            r = await client.post(url, content=b"a", headers=[])
+            assert (r.status_code, r.content, "link" in r.headers) == (200, b"ok", False)
+            assert len(client._idle) == 1
+            for _ in range(2):  # the answer stands; the connection does not
+                r = await client.post(url, content=b"b", headers=[])
+                assert (r.status_code, r.content) == (200, b"ok") and client._idle == []
+            with pytest.raises(_ProtocolError, match="switched protocols"):
+                await client.post(url, content=b"c", headers=[])
+            assert client._idle == [] and len(requests) == 4
             nursery.cancel_scope.cancel()
 
     run(main)

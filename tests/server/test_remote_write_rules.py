@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from urllib.parse import urlencode
 
 import pytest
 
@@ -109,7 +110,7 @@ def item(**kw: object) -> RelayItem:
         "kind": "ingest",
         "tenant": "anonymous",
         "org_id": None,
-        "params": (("name", "app.cpu{env=prod,zone=a}"), ("from", "1"), ("spyName", "pyspy")),
+        "query": urlencode((("name", "app.cpu{env=prod,zone=a}"), ("from", "1"), ("spyName", "pyspy"))),
         "content_type": "binary/octet-stream",
         "content_encoding": "gzip",
         "body": b"\x1f\x8bbody",
@@ -169,7 +170,7 @@ def test_push_request_merges_tags_into_every_series() -> None:
         ],
         content_type="application/json",
     )
-    it = item(kind="push", params=(), content_type="application/json", content_encoding=None, body=body)
+    it = item(kind="push", query="", content_type="application/json", content_encoding=None, body=body)
     req = build_request(target(tags={"env": "relay"}), it)  # type: ignore[arg-type]
     assert req.url == "http://h:4040/base/push.v1.PusherService/Push"
     s1, s2 = decode_push_request(req.body, "application/json")
@@ -180,7 +181,7 @@ def test_push_request_merges_tags_into_every_series() -> None:
 
 
 def test_spool_record_round_trips_an_item() -> None:
-    it = item(org_id="o", params=(("name", "a{b=c}"), ("x", "ü")))
+    it = item(org_id="o", query=urlencode((("name", "a{b=c}"), ("x", "ü"))))
     assert decode_item(encode_item(it)) == it
     with pytest.raises(ValueError):
         decode_item(b"\x09junk")

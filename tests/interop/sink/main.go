@@ -1,0 +1,78 @@
+// sink: a minimal Pyroscope-shaped HTTP target for remote-write benchmarks and tests. It stands in
+// for a target on another machine: it reads each POST body, counts the profiles it got per path and
+// per profile id, and answers 200 without further work, so that its CPU cost stays small beside the
+// relay's on a shared machine.
+//
+// Usage: sink -addr 127.0.0.1:0
+// It prints one line "listening <host:port>" on stdout once it accepts connections.
+// GET /stats answers {"requests": N, "bytes": B, "by_path": {...}, "distinct_ids": D}.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+)
+
+type stats struct {
+	mu       sync.Mutex
+	requests int64
+	bytes    int64
+	byPath   map[string]int64
+	ids      map[string]struct{}
+}
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:0", "listen address")
+	flag.Parse()
+	st := &stats{byPath: map[string]int64{}, ids: map[string]struct{}{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
+		st.mu.Lock()
+		out := map[string]interface{}{
+			"requests":     st.requests,
+			"bytes":        st.bytes,
+			"by_path":      st.byPath,
+			"distinct_ids": len(st.ids),
+		}
+		st.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			http.Error(w, "POST only", http.StatusMethodNotAllowed)
+			return
+		}
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		st.mu.Lock()
+		st.requests++
+		st.bytes += n
+		st.byPath[r.URL.Path]++
+		if id := r.Header.Get("X-Pyro-Core-Profile-Id"); id != "" {
+			st.ids[id] = struct{}{}
+		}
+		st.mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+	})
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("listening %s\n", ln.Addr().String())
+	os.Stdout.Sync()
+	if err := http.Serve(ln, mux); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

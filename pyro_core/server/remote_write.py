@@ -1010,7 +1010,9 @@ class _Target:
         done = False
         try:
             try:
-                data = await trio.to_thread.run_sync(spool.read, entry)
+                data = spool.cached(entry)
+                if data is None:  # recovered at start, or appended past the memory cache
+                    data = await trio.to_thread.run_sync(spool.read, entry)
                 item = decode_item(data)
             except (OSError, ValueError) as e:
                 log.error("remote write %s: unreadable spool record dropped: %s", self.config.name, e)

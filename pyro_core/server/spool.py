@@ -22,7 +22,10 @@ Life of a record. :meth:`Spool.append` writes it with one ``os.write`` (so after
 survives ``kill -9``: the page cache outlives the process) and, when over the bound, drops the oldest
 records nobody is delivering. :meth:`Spool.sync` fsyncs what was appended (group commit: the caller
 batches). :meth:`Spool.next_unread` hands the oldest unread record to a deliverer, :meth:`Spool.read`
-fetches its bytes (``os.pread``: safe in a worker thread), :meth:`Spool.ack` marks it done.
+fetches its bytes (``os.pread``: safe in a worker thread), :meth:`Spool.ack` marks it done. The
+payloads appended by this process stay in memory until done, within ``cache_bytes``
+(:meth:`Spool.cached`), so a spool that keeps up is never read back from disk: only records recovered
+at open, or appended past the cache during an outage, are.
 :meth:`Spool.commit` saves the position of the oldest record not done and deletes the segments before
 it.
 
@@ -53,7 +56,7 @@ from typing import Final
 
 from pyro_core.server.wal import MAX_RECORD_BYTES, RECORD_HEADER, fsync_dir, scan_records
 
-__all__ = ["MAX_RECORD_BYTES", "Spool", "SpoolEntry", "SpoolStats"]
+__all__ = ["DEFAULT_CACHE_BYTES", "MAX_RECORD_BYTES", "Spool", "SpoolEntry", "SpoolStats"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ _COMMIT: Final = struct.Struct(">QQ")
 _COMMIT_MAGIC: Final = b"PCSPOOL1"
 _COMMIT_NAME: Final = "commit"
 _SUFFIX: Final = ".seg"
+DEFAULT_CACHE_BYTES: Final = 32 << 20  # payloads kept in memory from append to done (see read)
 
 # Entry states.
 _UNREAD: Final = 0
@@ -77,6 +81,7 @@ class SpoolEntry:
     offset: int  # of the record header in the segment
     length: int  # payload bytes
     state: int = _UNREAD
+    payload: bytes | None = None  # kept in memory since the append (within cache_bytes), until done
 
     @property
     def end(self) -> int:
@@ -108,14 +113,22 @@ class Spool:
     ``sync`` and ``commit``'s I/O halves as documented: call everything else from one thread."""
 
     def __init__(
-        self, directory: Path, *, max_bytes: int, segment_bytes: int = 16 << 20, fsync: bool = True
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        segment_bytes: int = 16 << 20,
+        fsync: bool = True,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
-        if max_bytes <= 0 or segment_bytes <= 0:
-            raise ValueError("max_bytes and segment_bytes must be positive")
+        if max_bytes <= 0 or segment_bytes <= 0 or cache_bytes < 0:
+            raise ValueError("max_bytes and segment_bytes must be positive, cache_bytes not negative")
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.fsync = fsync
+        self.cache_bytes = cache_bytes
+        self._cached_bytes = 0  # payload bytes of the entries holding their payload in memory
         self._entries: deque[SpoolEntry] = deque()  # every record from the commit point on, in order
         self._unread: deque[SpoolEntry] = deque()  # the unread ones, in order (a suffix of _entries)
         self._pending_bytes = 0  # payload bytes of records not done
@@ -236,8 +249,8 @@ class Spool:
 
     # -- appending ---------------------------------------------------------------------------------
 
-    def append(self, payload: bytes) -> bool:
-        """Write one record; True if it is in the spool, False if it was refused (larger than the
+    def append(self, payload: bytes) -> SpoolEntry | None:
+        """Write one record; its entry if it is in the spool, None if it was refused (larger than the
         bound: counted as dropped). May drop the oldest unread records to stay within the bound.
         Raises OSError when the write fails (disk full): the record is then not in the spool."""
         if self._closed:
@@ -248,7 +261,7 @@ class Spool:
         if length > self.max_bytes or length > MAX_RECORD_BYTES:
             self.dropped += 1
             self.dropped_bytes += length
-            return False
+            return None
         self._enforce_bound(length)
         size = self._segment_sizes[self._write_segment]
         if size > 0 and size + _HEADER.size + length > self.segment_bytes:
@@ -265,13 +278,16 @@ class Spool:
                 os.ftruncate(self._write_fd, size)
             raise
         entry = SpoolEntry(self._write_segment, size, length)
+        if self._cached_bytes + length <= self.cache_bytes:
+            entry.payload = payload
+            self._cached_bytes += length
         self._segment_sizes[self._write_segment] = size + len(record)
         self._entries.append(entry)
         self._unread.append(entry)
         self._pending_bytes += length
         self._pending_entries += 1
         self._unsynced = True
-        return True
+        return entry
 
     def _enforce_bound(self, incoming: int) -> None:
         while self._unread and self._pending_bytes + incoming > self.max_bytes:
@@ -290,8 +306,17 @@ class Spool:
         entry.state = _READING
         return entry
 
+    def cached(self, entry: SpoolEntry) -> bytes | None:
+        """The payload of ``entry`` if it is still in memory (appended by this process, within
+        ``cache_bytes``): no I/O, so the caller needs no worker thread. None: call :meth:`read`."""
+        return entry.payload
+
     def read(self, entry: SpoolEntry) -> bytes:
-        """The payload of ``entry`` (an entry in delivery). Safe in a worker thread."""
+        """The payload of ``entry`` (an entry in delivery), from memory when cached, else from its
+        segment file. Safe in a worker thread."""
+        payload = entry.payload
+        if payload is not None:
+            return payload
         fd = self._read_fds.get(entry.segment)
         if fd is None:
             fd = os.open(self.directory / _segment_name(entry.segment), os.O_RDONLY)
@@ -316,6 +341,9 @@ class Spool:
 
     def _finish(self, entry: SpoolEntry) -> None:
         entry.state = _DONE
+        if entry.payload is not None:
+            self._cached_bytes -= entry.length
+            entry.payload = None
         self._pending_bytes -= entry.length
         self._pending_entries -= 1
         entries = self._entries

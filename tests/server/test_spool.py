@@ -26,8 +26,9 @@ def segments(path: Path) -> list[Path]:
     return sorted(path.glob("*.seg"))
 
 
-def test_records_come_out_in_order_and_once(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=1 << 20)
+@pytest.mark.parametrize("cache_bytes", [0, 1 << 20], ids=["from-disk", "from-memory"])
+def test_records_come_out_in_order_and_once(tmp_path: Path, cache_bytes: int) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, cache_bytes=cache_bytes)
     data = records(50)
     for r in data:
         assert spool.append(r)
@@ -223,3 +224,34 @@ def test_sync_and_fsync_off_work(tmp_path: Path) -> None:
         spool.close()
         assert not os.path.exists(d / "commit.tmp")
         assert take_all(Spool(d, max_bytes=1 << 20)) == [b"a"]
+
+
+def test_payloads_stay_in_memory_within_cache_bytes_until_done_and_the_rest_is_read_from_disk(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path, max_bytes=1000, cache_bytes=450)  # room for four 100-byte payloads
+    data = records(10)
+    entries = []
+    for r in data[:6]:
+        entry = spool.append(r)
+        assert entry
+        entries.append(entry)
+    assert [spool.cached(e) for e in entries] == [*data[:4], None, None]
+    first = spool.next_unread()
+    assert first is entries[0] and spool.read(first) == data[0]
+    spool.ack(first)
+    assert spool.cached(first) is None  # done: the memory is given back ...
+    seventh = spool.append(data[6])
+    assert seventh and spool.cached(seventh) == data[6]  # ... and used by the next append
+    for r in data[7:]:
+        spool.append(r)
+    st = spool.stats()
+    assert (st.dropped, st.entries) == (0, 9)
+    for r in records(2, start=10):
+        spool.append(r)  # the second goes over max_bytes: the oldest unread (entries[1], cached) goes
+    assert spool.stats().dropped == 1 and spool.cached(entries[1]) is None
+    assert spool.cached(entries[2]) == data[2]
+    assert spool._cached_bytes == sum(e.length for e in spool._entries if e.payload is not None) <= 450
+    assert take_all(spool) == data[2:] + records(2, start=10)  # memory and disk agree, in order
+    assert spool._cached_bytes == 0
+    spool.close()

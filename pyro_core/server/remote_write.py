@@ -894,22 +894,7 @@ class _Target:
 
     async def wait_synced(self) -> None:
         """Return once every record appended before the call is fsynced (group commit)."""
-        spool = self.spool
-        if spool is None or not spool.fsync:
-            return
-        wanted = self._append_seq
-        while self._synced_seq < wanted:
-            if self._syncing is not None:
-                await self._syncing.wait()
-                continue
-            self._syncing = done = trio.Event()
-            covered = self._append_seq
-            try:
-                await trio.to_thread.run_sync(spool.sync)
-                self._synced_seq = max(self._synced_seq, covered)
-            finally:
-                self._syncing = None
-                done.set()
+        await _sync_spools([self])
 
     async def commit(self) -> None:
         spool = self.spool
@@ -1111,6 +1096,43 @@ class _Target:
             await trio.sleep_until(decision.at)
 
 
+async def _sync_spools(targets: Sequence[_Target]) -> None:
+    """Return once every record appended to these targets' spools before the call is fsynced.
+
+    Group commit: a target whose fsync is already running is waited for (it may cover the wanted
+    appends); the others are claimed together and synced one after the other in a single worker
+    thread (one thread hop, no nursery, however many spools). A target's ``_syncing`` event marks
+    its claim, so one spool is never synced by two threads at once. Raises OSError if an fsync
+    fails."""
+    wanted = [(t, t._append_seq) for t in targets if t.spool is not None and t.spool.fsync]
+    while True:
+        behind = [t for t, seq in wanted if t._synced_seq < seq]
+        if not behind:
+            return
+        running = next((t._syncing for t in behind if t._syncing is not None), None)
+        if running is not None:
+            await running.wait()
+            continue
+        done = trio.Event()
+        covered = [t._append_seq for t in behind]
+        spools = [t.spool for t in behind if t.spool is not None]
+        for t in behind:
+            t._syncing = done
+        try:
+            await trio.to_thread.run_sync(_sync_each, spools)
+            for t, seq in zip(behind, covered, strict=True):
+                t._synced_seq = max(t._synced_seq, seq)
+        finally:
+            for t in behind:
+                t._syncing = None
+            done.set()
+
+
+def _sync_each(spools: Sequence[Spool]) -> None:
+    for spool in spools:
+        spool.sync()
+
+
 class RemoteWriter:
     """Relays profiles to every configured target (see the module docstring)."""
 
@@ -1179,12 +1201,7 @@ class RemoteWriter:
     async def wait_durable(self) -> None:
         """Return once everything submitted so far is fsynced in every spool (one batched fsync per
         spool covers all the appends made before it started). Raises OSError if an fsync fails."""
-        if len(self._spooled) == 1:
-            await self._spooled[0].wait_synced()
-            return
-        async with trio.open_nursery() as nursery:
-            for target in self._spooled:
-                nursery.start_soon(target.wait_synced)
+        await _sync_spools(self._spooled)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every target's workers until cancelled. On the way out, each spool is synced, committed

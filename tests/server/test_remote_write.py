@@ -776,6 +776,21 @@ def test_lean_client_keeps_no_connection_that_sent_more_than_the_answer_nor_one_
     run(main)
 
 
+def test_lean_client_sends_a_body_larger_than_the_socket_buffers_whole() -> None:
+    async def main() -> None:
+        requests: list[bytes] = []
+        body = bytes(range(256)) * (32 * 1024)  # 8 MiB: the kernel takes it in pieces
+        async with trio.open_nursery() as nursery:
+            port = await raw_server(nursery, [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"], requests)
+            client = _Http1Client(f"http://127.0.0.1:{port}", max_idle=4)
+            r = await client.post(f"http://127.0.0.1:{port}/ingest", content=body, headers=[])
+            assert r.status_code == 200 and requests[0].endswith(b"\r\n\r\n" + body)
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
 def test_lean_client_retries_a_stale_keep_alive_connection_once_and_reads_to_close() -> None:
     async def main() -> None:
         requests: list[bytes] = []

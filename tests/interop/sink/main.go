@@ -6,9 +6,13 @@
 // Usage: sink -addr 127.0.0.1:0
 // It prints one line "listening <host:port>" on stdout once it accepts connections.
 // GET /stats answers {"requests": N, "bytes": B, "by_path": {...}, "distinct_ids": D}.
+// GET /requests answers the first 10,000 requests it counted, each as {"path", "query" (raw),
+// "headers" (every header, canonical names, values joined by ", "), "body_sha256", "body_bytes"}.
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -16,8 +20,19 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 )
+
+const keptRequests = 10000
+
+type request struct {
+	Path       string            `json:"path"`
+	Query      string            `json:"query"`
+	Headers    map[string]string `json:"headers"`
+	BodySHA256 string            `json:"body_sha256"`
+	BodyBytes  int64             `json:"body_bytes"`
+}
 
 type stats struct {
 	mu       sync.Mutex
@@ -25,6 +40,7 @@ type stats struct {
 	bytes    int64
 	byPath   map[string]int64
 	ids      map[string]struct{}
+	kept     []request
 }
 
 func main() {
@@ -44,17 +60,38 @@ func main() {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(out)
 	})
+	mux.HandleFunc("/requests", func(w http.ResponseWriter, r *http.Request) {
+		st.mu.Lock()
+		out := append([]request{}, st.kept...)
+		st.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			http.Error(w, "POST only", http.StatusMethodNotAllowed)
 			return
 		}
-		n, err := io.Copy(io.Discard, r.Body)
+		digest := sha256.New()
+		n, err := io.Copy(digest, r.Body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		st.mu.Lock()
+		if len(st.kept) < keptRequests {
+			headers := map[string]string{}
+			for name, values := range r.Header {
+				headers[name] = strings.Join(values, ", ")
+			}
+			st.kept = append(st.kept, request{
+				Path:       r.URL.Path,
+				Query:      r.URL.RawQuery,
+				Headers:    headers,
+				BodySHA256: hex.EncodeToString(digest.Sum(nil)),
+				BodyBytes:  n,
+			})
+		}
 		st.requests++
 		st.bytes += n
 		st.byPath[r.URL.Path]++

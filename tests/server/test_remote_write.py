@@ -9,6 +9,7 @@ import gzip
 import itertools
 import os
 import re
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +23,8 @@ import trio
 import trio.testing
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 from pyro_core.server import remote_write
@@ -924,3 +927,50 @@ def test_a_cancelled_exchange_closes_its_connection() -> None:
             nursery.cancel_scope.cancel()
 
     run(main)
+
+
+# -- a hostile target: whatever it answers, the exchange ends in a response or a clean failure ------------
+
+_ANSWER_PIECES = [
+    b"HTTP/1.1 200 OK\r\n",
+    b"HTTP/1.0 503 Busy\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\n",
+    b"Content-Length: 3\r\n",
+    b"Content-Length: -1\r\n",
+    b"Content-Length: 99999999999999999999999\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Connection: close\r\n",
+    b"X-\xff\xfe: \x80\r\n",
+    b"\r\n",
+    b"abc",
+    b"3\r\nabc\r\n0\r\n\r\n",
+    b"ffffffffffffffff\r\n",
+    b"\x00\x01\x02",
+    b"\n",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answer=st.lists(st.sampled_from(_ANSWER_PIECES) | st.binary(max_size=40), max_size=12), close=st.booleans())
+def test_any_answer_ends_the_exchange_in_a_response_or_a_clean_failure(answer: list[bytes], close: bool) -> None:
+    async def main() -> None:
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        conn = remote_write._Connection(ours)
+        theirs.sendall(b"".join(answer))
+        if close:
+            theirs.shutdown(socket.SHUT_WR)
+        try:
+            with trio.move_on_after(0.2):  # an answer that never completes waits for the caller's timeout
+                try:
+                    response = await conn.exchange(b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\n", b"x")
+                except (_ProtocolError, OSError):
+                    assert not conn.reusable()
+                else:
+                    assert 200 <= response.status_code <= 999  # a final answer: 1xx are skipped
+                    assert isinstance(response.content, bytes)
+        finally:
+            ours.close()
+            theirs.close()
+
+    trio.run(main)

@@ -584,7 +584,6 @@ class _Connection:
         "parts",
         "size",
         "sock",
-        "started",
         "status",
         "surplus",
     )
@@ -596,8 +595,7 @@ class _Connection:
 
     def _reset(self) -> None:
         self.got_bytes = False  # some bytes of a response arrived during this exchange
-        self.started = False  # the final response began (after any 1xx)
-        self.complete = False
+        self.complete = False  # the final response (after any 1xx) is whole
         self.surplus = False  # bytes came after the final response: not reusable
         self._reset_message()
 
@@ -731,7 +729,8 @@ class _Http1Client:
     or delimited by the end of the connection, 1xx skipped, head and body capped.
 
     httpx2 costs 0.5 to 1 ms of CPU per request on this path, and h11 (this client's framing until
-    Nov 2026) about 125 µs; this one about 40 µs (bench/test_bench_relay_client.py). A reused
+    Nov 2026) about 125 µs; this one about 70 µs (bench/test_bench_relay_client.py), most of it the
+    two system calls and the one wait of the exchange. A reused
     connection that the target has closed meanwhile (nothing of a response arrived) is retried once
     on a new one (a pyro-core target drops a repeated profile id, so the at-most-one extra delivery is
     harmless). Timeouts are the caller's (a cancel scope); a cancelled exchange closes its
@@ -1031,7 +1030,7 @@ class _Target:
                 trio.ClosedResourceError,
                 _ProtocolError,
             ) as e:
-                error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                error = _describe(e)
         if scope.cancelled_caught:
             error = f"timeout after {cfg.timeout:g}s"
         if response is None:
@@ -1094,6 +1093,24 @@ class _Target:
             stats.retries += 1
             attempt += 1
             await trio.sleep_until(decision.at)
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: message`` of an exception, or, when it says nothing by itself (an httpx2 ConnectError),
+    ``Type (Cause: message)`` with the deepest cause that does: the refused certificate, the refused
+    connection."""
+    text = str(error)
+    if text:
+        return f"{type(error).__name__}: {text}"
+    seen = {id(error)}
+    current = error.__cause__ or error.__context__
+    detail = ""
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if str(current):
+            detail = f"{type(current).__name__}: {current}"
+        current = current.__cause__ or current.__context__
+    return f"{type(error).__name__} ({detail})" if detail else type(error).__name__
 
 
 async def _sync_spools(targets: Sequence[_Target]) -> None:

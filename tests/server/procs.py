@@ -42,6 +42,7 @@ class Server:
     headers: dict[str, str] = field(default_factory=dict)  # credentials for its API
     tokens: int = 8
     join: int | None = None  # memberlist port of a member to join
+    env: dict[str, str] = field(default_factory=dict)  # added to the test's environment
 
     def argv(self) -> list[str]:
         argv = [
@@ -75,7 +76,7 @@ class Server:
             cwd=tempfile.gettempdir(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env=os.environ.copy(),
+            env={**os.environ, **self.env},
         )
         return self
 

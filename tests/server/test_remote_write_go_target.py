@@ -5,16 +5,19 @@
 # the relay received it (percent-encoding and parameter order kept) or with the target's tags merged
 # into `name`; the body unchanged (or, for a Connect push with tags, re-encoded); the configured
 # credentials, tenant, headers and a distinct profile id; each profile once per target over kept
-# connections. Must not know: pyro-core's internals (command line and HTTP only).
+# connections; https:// targets verified against the CAs of SSL_CERT_FILE, refused without them.
+# Must not know: pyro-core's internals (command line and HTTP only).
 # Nothing here asserts on wall-clock time; the waits are generous deadlines.
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import ssl
 import subprocess
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,17 +36,22 @@ N_INGEST = 40
 class Sink:
     """One Go sink process on an ephemeral loopback port."""
 
-    def __init__(self, binary: Path) -> None:
-        self.proc = subprocess.Popen([str(binary), "-addr", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
+    def __init__(self, binary: Path, tls: tuple[Path, Path] | None = None) -> None:
+        argv = [str(binary), "-addr", "127.0.0.1:0"]
+        if tls is not None:
+            argv += ["-tls-cert", str(tls[0]), "-tls-key", str(tls[1])]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         word, _, addr = self.proc.stdout.readline().strip().partition(" ")
         assert word == "listening", word
-        self.url = f"http://{addr}"
+        self.url = f"{'https' if tls else 'http'}://{addr}"
+        self._context: ssl.SSLContext | None = None
+        if tls is not None:
+            self._context = ssl.create_default_context(cafile=str(tls[0].parent / "ca.pem"))
 
     def requests(self) -> list[dict[str, Any]]:
-        status, body = http("GET", self.url + "/requests")
-        assert status == 200, body
-        got: list[dict[str, Any]] = json.loads(body)
+        with urllib.request.urlopen(self.url + "/requests", timeout=30, context=self._context) as resp:
+            got: list[dict[str, Any]] = json.loads(resp.read())
         return got
 
     def stop(self) -> None:
@@ -195,3 +203,49 @@ def test_a_push_with_tags_arrives_at_a_go_target_with_the_labels_merged(
     (series,) = decode_push_request(want, "application/proto")
     assert series.labels[-1] == ("env", "relay")
     assert got["body_sha256"] == sha256(want)
+
+
+def test_an_https_target_is_verified_against_ssl_cert_file_and_refused_without_it(
+    tmp_path: Path, sink_binary: Path, servers: list[Server]
+) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    sink = Sink(sink_binary, (tmp_path / "cert.pem", tmp_path / "key.pem"))
+    try:
+        section = {
+            "enabled": True,
+            "targets": {"tls": {"address": sink.url, "auth-token": "secret", "max-retries": 0}},
+        }
+        trusting = Server(
+            "trusting",
+            tmp_path / "trusting",
+            config={"remote-write": section},
+            env={"SSL_CERT_FILE": str(tmp_path / "ca.pem")},
+        )
+        doubting = Server("doubting", tmp_path / "doubting", config={"remote-write": section})
+        servers.extend([trusting, doubting])
+        start_all(trusting, doubting)
+        now = int(time.time())
+        for relay, fn in ((trusting, "trusted"), (doubting, "doubted")):
+            status, answer = http(
+                "POST", relay.url(f"/ingest?name=tls.cpu&from={now}"), f"main;{fn} 1\n".encode()
+            )
+            assert status == 200, answer
+
+        def given_up() -> bool:
+            _, body = http("GET", doubting.url("/remote-write"), headers={"Accept": "application/json"})
+            (target,) = json.loads(body)["targets"]
+            return bool(target["given_up"] == 1 and "CERTIFICATE_VERIFY_FAILED" in (target["last_error"] or ""))
+
+        eventually(given_up, 60.0, "the relay without the CA did not refuse the certificate")
+        (got,) = eventually(lambda: sink.requests(), 60.0, "nothing arrived over https")
+        assert got["path"] == "/ingest" and got["headers"]["Authorization"] == "Bearer secret"
+        assert got["body_sha256"] == sha256(b"main;trusted 1\n")
+        assert len(sink.requests()) == 1  # the doubting relay sent nothing it could not verify
+    finally:
+        sink.stop()

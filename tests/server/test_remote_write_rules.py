@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ssl
 from urllib.parse import urlencode
 
 import pytest
@@ -185,3 +186,21 @@ def test_spool_record_round_trips_an_item() -> None:
     assert decode_item(encode_item(it)) == it
     with pytest.raises(ValueError):
         decode_item(b"\x09junk")
+
+
+def test_an_error_that_says_nothing_is_described_by_its_deepest_telling_cause() -> None:
+    from pyro_core.server.remote_write import _describe
+
+    try:
+        try:
+            try:
+                raise ssl.SSLCertVerificationError(1, "certificate verify failed")
+            except ssl.SSLError as e:
+                raise OSError() from e
+        except OSError as e:
+            raise ConnectionError() from e
+    except ConnectionError as e:
+        described = _describe(e)
+    assert described == "ConnectionError (SSLCertVerificationError: certificate verify failed)"
+    assert _describe(TimeoutError("after 10s")) == "TimeoutError: after 10s"
+    assert _describe(TimeoutError()) == "TimeoutError"

@@ -3,7 +3,7 @@
 // per profile id, and answers 200 without further work, so that its CPU cost stays small beside the
 // relay's on a shared machine.
 //
-// Usage: sink -addr 127.0.0.1:0
+// Usage: sink -addr 127.0.0.1:0 [-tls-cert cert.pem -tls-key key.pem]  (HTTPS with both)
 // It prints one line "listening <host:port>" on stdout once it accepts connections.
 // GET /stats answers {"requests": N, "bytes": B, "by_path": {...}, "distinct_ids": D}.
 // GET /requests answers the first 10,000 requests it counted, each as {"path", "query" (raw),
@@ -45,6 +45,8 @@ type stats struct {
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "listen address")
+	certFile := flag.String("tls-cert", "", "serve HTTPS with this certificate (PEM)")
+	keyFile := flag.String("tls-key", "", "and this private key (PEM)")
 	flag.Parse()
 	st := &stats{byPath: map[string]int64{}, ids: map[string]struct{}{}}
 	mux := http.NewServeMux()
@@ -108,7 +110,12 @@ func main() {
 	}
 	fmt.Printf("listening %s\n", ln.Addr().String())
 	os.Stdout.Sync()
-	if err := http.Serve(ln, mux); err != nil {
+	if *certFile != "" {
+		err = http.ServeTLS(ln, mux, *certFile, *keyFile)
+	} else {
+		err = http.Serve(ln, mux)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

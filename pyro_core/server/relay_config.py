@@ -80,6 +80,8 @@ _TARGET_KEYS: Final = (
     )
     | _TUNING_KEYS
 )
+_HEADER_NAME_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 9110 token
+_ADDRESS_FORBIDDEN_RE: Final = re.compile(r"[\x00-\x20\x7f]")
 _SPOOL_KEYS: Final = frozenset({"enabled", "max-bytes", "segment-bytes", "fsync", "commit-interval"})
 
 _TAG_KEY_RE: Final = re.compile(r"[A-Za-z0-9_]+")
@@ -287,9 +289,26 @@ def _pairs(section: Mapping[str, Any], key: str, where: str) -> tuple[tuple[str,
     return tuple(out)
 
 
+def _header_value(value: str | None, where: str) -> str | None:
+    """``value`` if it can go into an HTTP header: no CR, LF or NUL, and Latin-1 (what goes on the
+    wire byte for byte); a clear error at start instead of every request failing later."""
+    if value is None:
+        return None
+    if any(c in value for c in "\r\n\x00"):
+        raise RemoteWriteConfigError(f"{where}: must not contain a line break or NUL")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        message = f"{where}: {value!r} has characters an HTTP header cannot carry (not Latin-1)"
+        raise RemoteWriteConfigError(message) from None
+    return value
+
+
 def _address(value: str | None, where: str) -> str:
     if not value:
         raise RemoteWriteConfigError(f"{where}.address: required (an http:// or https:// URL)")
+    if _ADDRESS_FORBIDDEN_RE.search(value.strip()):
+        raise RemoteWriteConfigError(f"{where}.address: {value!r} has a space or control character")
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RemoteWriteConfigError(f"{where}.address: {value!r} is not an http:// or https:// URL")
@@ -386,15 +405,24 @@ def _target(name: str, raw: object, defaults: Mapping[str, Any]) -> TargetConfig
     basic_password = _str(raw, "basic-auth-password", where)
     if basic_password is not None and basic_user is None:
         raise RemoteWriteConfigError(f"{where}.basic-auth-password: set without basic-auth-user")
+    if basic_user is not None and ":" in basic_user:
+        raise RemoteWriteConfigError(f"{where}.basic-auth-user: must not contain ':'")
+    auth_token = _header_value(_str(raw, "auth-token", where), f"{where}.auth-token")
+    tenant_id = _header_value(_str(raw, "tenant-id", where), f"{where}.tenant-id")
+    headers = _pairs(raw, "headers", where)
+    for key, value in headers:
+        if not _HEADER_NAME_RE.fullmatch(key):
+            raise RemoteWriteConfigError(f"{where}.headers: {key!r} is not a valid HTTP header name")
+        _header_value(value, f"{where}.headers.{key}")
     return TargetConfig(
         name=name,
         address=_address(_str(raw, "address", where), where),
-        auth_token=_str(raw, "auth-token", where),
+        auth_token=auth_token,
         basic_auth_user=basic_user,
         basic_auth_password=basic_password,
-        tenant_id=_str(raw, "tenant-id", where),
+        tenant_id=tenant_id,
         tags=tags,
-        headers=_pairs(raw, "headers", where),
+        headers=headers,
         timeout=timeout,
         queue_size=queue_size,
         queue_workers=workers,

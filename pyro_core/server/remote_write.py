@@ -49,7 +49,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -105,6 +105,7 @@ PROFILE_ID_HEADER: Final = "X-Pyro-Core-Profile-Id"
 INGEST_PATH: Final = "/ingest"
 PUSH_PATH: Final = "/push.v1.PusherService/Push"
 LOGGED_BODY_BYTES: Final = 512  # how much of a rejecting target's response body is logged
+REQUEUE_AFTER_RETRIES: Final = 8  # a spool record failing this many retries in a row goes to the end
 USER_AGENT: Final = "pyro-core-remote-write"
 _JSON: Final = "application/json"
 _HTML: Final = "text/html; charset=utf-8"
@@ -250,12 +251,15 @@ def build_request(
     target: TargetConfig, item: RelayItem, *, base_headers: Mapping[str, tuple[str, str]] | None = None
 ) -> OutgoingRequest:
     """The POST that relays ``item`` to ``target``. Header precedence: the target's ``headers``, then
-    its auth (Basic over Bearer), then ``X-Scope-OrgID`` (``tenant-id``, else the item's own), then the
-    profile id, Content-Type and Content-Encoding (always the profile's own)."""
+    its auth (Basic over Bearer), then the profile id, Content-Type and Content-Encoding (always the
+    profile's own). ``X-Scope-OrgID`` is the target's ``tenant-id``, else an ``X-Scope-OrgID`` set in
+    its ``headers``, else the one the profile came with: what the operator wrote for a target beats
+    what a client sent to the relay."""
     headers = dict(_target_headers(target) if base_headers is None else base_headers)
-    org_id = target.tenant_id or item.org_id
-    if org_id:
-        headers["x-scope-orgid"] = ("X-Scope-OrgID", org_id)
+    if target.tenant_id:
+        headers["x-scope-orgid"] = ("X-Scope-OrgID", target.tenant_id)
+    elif item.org_id and "x-scope-orgid" not in headers:
+        headers["x-scope-orgid"] = ("X-Scope-OrgID", item.org_id)
     headers[PROFILE_ID_HEADER.lower()] = (PROFILE_ID_HEADER, item.profile_id)
     for name, value in (("Content-Type", item.content_type), ("Content-Encoding", item.content_encoding)):
         if value:
@@ -307,15 +311,20 @@ def parse_retry_after(value: str | None, wall_now: float) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(int(text))
+    if _DELTA_SECONDS.fullmatch(text):
+        return float(text)
+    if text.isdigit():  # too many digits, or not ASCII ("²" is a digit to Python): unreadable
+        return None
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            return None
+        return max(0.0, when.timestamp() - wall_now)
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - wall_now)
+
+
+_DELTA_SECONDS: Final = re.compile(r"[0-9]{1,12}")  # ASCII digits only; 12 digits is 31,000 years
 
 
 def backoff_delay(attempt: int, min_backoff: float, max_backoff: float, rand: float) -> float:
@@ -439,8 +448,9 @@ class TargetStats:
     sent_bytes: int = 0  # body bytes of every request that got a response
     dropped: int = 0  # not accepted into the queue (full queue, or the spool refused the record)
     retries: int = 0
-    permanent_failures: int = 0  # 4xx other than 408 / 429: not retried
+    permanent_failures: int = 0  # 4xx other than 408 / 429, or a request that cannot be sent: not retried
     given_up: int = 0  # retryable failures after max-retries
+    requeued: int = 0  # spool records put back at the spool's end after REQUEUE_AFTER_RETRIES retries
     lost_on_shutdown: int = 0  # in-memory items still queued when the workers stopped
     in_flight: int = 0
     last_error: str | None = None
@@ -493,7 +503,8 @@ class RemoteWriteCollector(Collector):
         )
         permanent = CounterMetricFamily(
             "pyro_core_remote_write_permanent_failures",
-            "Profiles the remote target rejected with a 4xx other than 408 and 429 (not retried).",
+            "Profiles the remote target rejected with a 4xx other than 408 and 429, or that could not be "
+            "sent at all (not retried).",
             labels=snake,
         )
         given_up = CounterMetricFamily(
@@ -510,6 +521,11 @@ class RemoteWriteCollector(Collector):
         spool_dropped = CounterMetricFamily(
             "pyro_core_remote_write_spool_dropped",
             "Profiles dropped from the spool because it was full (oldest first).",
+            labels=snake,
+        )
+        spool_requeued = CounterMetricFamily(
+            "pyro_core_remote_write_spool_requeued",
+            "Spool records put back at the end of the spool after failing several retries in a row.",
             labels=snake,
         )
         for t in targets:
@@ -537,8 +553,10 @@ class RemoteWriteCollector(Collector):
                 spool_bytes.add_metric(values, t.spool.pending_bytes)
                 spool_entries.add_metric(values, t.spool.pending_entries)
                 spool_dropped.add_metric(values, t.spool.dropped)
+                spool_requeued.add_metric(values, stats.requeued)
         yield from (sent_bytes, response, workers, capacity, pending, dropped)
-        yield from (sent, retries, permanent, given_up, spool_bytes, spool_entries, spool_dropped)
+        yield from (sent, retries, permanent, given_up)
+        yield from (spool_bytes, spool_entries, spool_dropped, spool_requeued)
 
 
 def _bound(bound: float) -> str:
@@ -549,16 +567,24 @@ def _bound(bound: float) -> str:
 # The HTTP/1.1 client of http:// targets: httptools (llhttp) parses the responses, trio the sockets
 # =================================================================================================
 
-_MAX_RESPONSE_HEAD: Final = 64 * 1024  # response bytes allowed before the head is complete
-_MAX_RESPONSE_BODY: Final = 16 << 20
+_MAX_RESPONSE_HEAD: Final = 64 * 1024  # response bytes allowed before the final head is complete
+_MAX_RESPONSE_BODY: Final = 16 << 20  # a longer answer is a protocol error (its connection is closed)
+_KEPT_RESPONSE_BODY: Final = 64 * 1024  # of an answer's body, kept in memory (only a bit is logged)
+_ANSWER_GRACE: Final = 1.0  # seconds to read an answer that came while the request was being sent
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 token)
 _FORBIDDEN: Final = re.compile(r"[\r\n\x00]")  # never in a header value or request target
 _SPACE: Final = re.compile(r"[\x00-\x20\x7f]")  # never in a request target
 
 
 class _ProtocolError(Exception):
-    """The target's answer is not HTTP/1.x as expected, or a header cannot be sent (a CR, LF or NUL in
-    it): the exchange fails like a network error, and its connection is closed."""
+    """The target's answer is not HTTP/1.x as expected: the exchange fails like a network error, and
+    its connection is closed."""
+
+
+class _Unsendable(_ProtocolError):
+    """The request cannot be put on the wire (a header or URL no HTTP client may send: a CR, LF or
+    NUL, a name that is not a token, a character outside Latin-1): a permanent failure, never
+    retried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -597,11 +623,11 @@ class _Connection:
         self.got_bytes = False  # some bytes of a response arrived during this exchange
         self.complete = False  # the final response (after any 1xx) is whole
         self.surplus = False  # bytes came after the final response: not reusable
+        self.head_bytes = 0  # bytes read while no final head was complete (1xx included)
         self._reset_message()
 
     def _reset_message(self) -> None:
         self.head_done = False
-        self.head_bytes = 0
         self.status = 0
         self.headers: dict[str, str] = {}
         self.parts: list[bytes] = []
@@ -638,10 +664,12 @@ class _Connection:
     def on_body(self, body: bytes) -> None:
         if self.complete:
             return
+        kept = self.size
         self.size += len(body)
         if self.size > _MAX_RESPONSE_BODY:
             raise _ProtocolError("response body too large")
-        self.parts.append(bytes(body))
+        if kept < _KEPT_RESPONSE_BODY:
+            self.parts.append(bytes(body[: _KEPT_RESPONSE_BODY - kept]))
 
     def on_message_complete(self) -> None:
         if self.complete:
@@ -654,10 +682,15 @@ class _Connection:
     # -- the exchange -------------------------------------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
-        if not self.head_done:
-            self.head_bytes += len(data)
-            if self.head_bytes > _MAX_RESPONSE_HEAD:
-                raise _ProtocolError("response head too large")
+        try:
+            self._parse(data)
+        finally:
+            if not self.head_done and not self.complete:  # still no final head: count it
+                self.head_bytes += len(data)
+        if self.head_bytes > _MAX_RESPONSE_HEAD:
+            raise _ProtocolError("response head too large")
+
+    def _parse(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as e:
@@ -674,14 +707,31 @@ class _Connection:
             self.surplus = True  # garbage after the response: the response stands, the connection goes
 
     async def exchange(self, request: bytes, content: bytes) -> _Response:
-        """Send one request (its head, then ``content``), read its final response (1xx skipped)."""
+        """Send one request (its head, then ``content``), read its final response (1xx skipped).
+
+        A target may answer before it has read the whole request (a 413 for a body too large) and
+        close: the send then fails, and whatever answer already arrived is read and returned (the
+        connection is not reused) rather than turning a refusal into a network error retried."""
         self._reset()
         sock = self.sock
-        if len(content) < 65536:
-            await _send_all(sock, request + content)
-        else:  # not worth a copy
-            await _send_all(sock, request)
-            await _send_all(sock, content)
+        try:
+            if len(content) < 65536:
+                await _send_all(sock, request + content)
+            else:  # not worth a copy
+                await _send_all(sock, request)
+                await _send_all(sock, content)
+        except OSError:
+            with trio.move_on_after(_ANSWER_GRACE), suppress(OSError, _ProtocolError):
+                await self._read_answer()
+            if not self.complete:
+                raise
+            self.keep_alive = False
+        else:
+            await self._read_answer()
+        return _Response(self.status, self.headers, b"".join(self.parts))
+
+    async def _read_answer(self) -> None:
+        sock = self.sock
         while not self.complete:
             await trio.lowlevel.wait_readable(sock)
             try:
@@ -696,11 +746,21 @@ class _Connection:
                 raise _ProtocolError("the target closed the connection")
             self.got_bytes = True
             self._feed(data)
-        return _Response(self.status, self.headers, b"".join(self.parts))
 
     def reusable(self) -> bool:
         """Both sides are done with a keep-alive exchange and nothing past the response arrived."""
         return self.complete and self.keep_alive and not self.surplus
+
+    def idle_and_clean(self) -> bool:
+        """Nothing arrived on this kept connection since its last exchange: no stray answer that the
+        next exchange would take for its own, no close by the target. A non-blocking peek."""
+        try:
+            self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False  # bytes nobody asked for, or b"": the target closed it
 
 
 async def _send_all(sock: socket.socket, data: bytes) -> None:
@@ -757,18 +817,21 @@ class _Http1Client:
             parts = urlsplit(url)
             target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         if _SPACE.search(target):
-            raise _ProtocolError(f"cannot send this request: a space or control character in {target!r}")
+            raise _Unsendable(f"cannot send this request: a space or control character in {target!r}")
         lines = [f"POST {target} HTTP/1.1\r\n", self._fixed]
         agent = False
         for name, value in headers:
             if _TOKEN.fullmatch(name) is None or _FORBIDDEN.search(value) is not None:
-                raise _ProtocolError(f"cannot send this request: illegal header {name!r}: {value!r}")
+                raise _Unsendable(f"cannot send this request: illegal header {name!r}: {value!r}")
             agent = agent or name.lower() == "user-agent"
             lines.append(f"{name}: {value}\r\n")
         if not agent:
             lines.append(f"User-Agent: {USER_AGENT}\r\n")
         lines.append(f"Content-Length: {length}\r\n\r\n")
-        return "".join(lines).encode("utf-8")
+        try:  # header values and the query arrived as bytes read as Latin-1: the same bytes go out
+            return "".join(lines).encode("latin-1")
+        except UnicodeEncodeError as e:
+            raise _Unsendable(f"cannot send this request: {e}") from None
 
     async def _connect(self) -> _Connection:
         """A new connection. trio connects (name resolution, happy eyeballs, TCP_NODELAY); the
@@ -784,6 +847,9 @@ class _Http1Client:
         while True:
             reused = bool(self._idle)
             conn = self._idle.pop() if reused else await self._connect()
+            if reused and not conn.idle_and_clean():
+                _close(conn.sock)
+                continue
             keep = False
             try:
                 response = await conn.exchange(head, content)
@@ -1004,18 +1070,39 @@ class _Target:
                 self.stats.given_up += 1
                 done = True
                 return
-            await self._deliver(client, item)
-            done = True
+            outcome = await self._deliver(client, item, requeue_after=REQUEUE_AFTER_RETRIES)
+            done = self._requeue(spool, data) if outcome is _Outcome.REQUEUE else True
         finally:
             if done:
                 spool.ack(entry)
-            else:  # cancelled (shutdown): delivered again after the restart
+            else:  # cancelled (shutdown), or could not be requeued: delivered again later
                 spool.release(entry)
             self.stats.in_flight -= 1
             self._notify()
 
+    def _requeue(self, spool: Spool, data: bytes) -> bool:
+        """Append a record that keeps failing while the target takes others again at the spool's
+        tail, so that the commit position (the oldest record not done) moves past it and its segment
+        can go: one profile that a target keeps refusing with 5xx must not pin every later segment on
+        disk. The copy is fsynced before the next commit, which is what makes the original's ack safe
+        (a crash before that commit delivers the profile twice: at least once). False if the append
+        failed (the original is then released and tried again)."""
+        try:
+            copy = spool.append(data)
+        except (OSError, ValueError) as e:
+            self._error(f"spool append failed: {e}")
+            return False
+        if copy is None:  # larger than the spool's bound now: counted as dropped by the spool
+            self.stats.dropped += 1
+            return True
+        self._append_seq += 1
+        self.stats.requeued += 1
+        self._lot.unpark()
+        return True
+
     async def _attempt(self, client: _Client, request: OutgoingRequest) -> tuple[int | None, str | None]:
-        """One POST: (status or None for a network error / timeout, Retry-After)."""
+        """One POST: (status or None for a network error / timeout, Retry-After). Raises _Unsendable
+        when the request cannot be put on the wire at all (no retry can help)."""
         cfg, stats = self.config, self.stats
         start = trio.current_time()
         response: httpx2.Response | _Response | None = None
@@ -1023,6 +1110,8 @@ class _Target:
         with trio.move_on_after(cfg.timeout) as scope:
             try:
                 response = await client.post(request.url, content=request.body, headers=list(request.headers))
+            except _Unsendable:
+                raise
             except (
                 httpx2.HTTPError,
                 OSError,
@@ -1030,7 +1119,11 @@ class _Target:
                 trio.ClosedResourceError,
                 _ProtocolError,
             ) as e:
+                if isinstance(e, httpx2.LocalProtocolError | httpx2.UnsupportedProtocol):
+                    raise _Unsendable(_describe(e)) from None
                 error = _describe(e)
+            except (httpx2.InvalidURL, UnicodeError, ValueError, TypeError) as e:  # httpx2 refused it
+                raise _Unsendable(_describe(e)) from None
         if scope.cancelled_caught:
             error = f"timeout after {cfg.timeout:g}s"
         if response is None:
@@ -1047,52 +1140,78 @@ class _Target:
             self._error(f"POST {request.url}: HTTP {response.status_code}: {text}")
         return response.status_code, response.headers.get("retry-after")
 
-    async def _deliver(self, client: _Client, item: RelayItem) -> None:
+    async def _deliver(
+        self, client: _Client, item: RelayItem, *, requeue_after: int | None = None
+    ) -> _Outcome:
+        """Send ``item`` until it is delivered, rejected or given up on (DONE), or, with
+        ``requeue_after``, until that many retries failed while the target accepted other profiles
+        (REQUEUE: the caller puts it back at the end of its spool; during an outage nothing is
+        requeued, so a crash then finds no copies). Never raises but for cancellation: one odd profile
+        must not stop a worker."""
         cfg, stats = self.config, self.stats
         try:
             request = build_request(cfg, item, base_headers=self.base_headers)
-        except Exception as e:  # never let one odd profile kill a worker
-            log.exception("remote write %s: cannot build the request for %s", cfg.name, item.profile_id)
-            self._error(f"cannot build request: {e}")
-            stats.permanent_failures += 1
-            return
-        attempt = 0
-        while True:
-            status, retry_after = await self._attempt(client, request)
-            decision = self.rules.decide(
-                attempt,
-                status,
-                retry_after,
-                now=trio.current_time(),
-                wall_now=self.clock(),
-                rand=self.rng.random(),
-            )
-            if decision.action is Action.SENT:
-                stats.sent += 1
-                stats.last_success_time = self.clock()
-                return
-            if decision.action is Action.REJECTED:
-                stats.permanent_failures += 1
-                log.warning(
-                    "remote write %s: profile %s rejected, not retried: %s",
-                    cfg.name,
-                    item.profile_id,
-                    stats.last_error,
-                )
-                return
-            if decision.action is Action.GIVE_UP:
-                stats.given_up += 1
-                log.warning(
-                    "remote write %s: profile %s given up after %d retries: %s",
-                    cfg.name,
-                    item.profile_id,
+            attempt = 0
+            failing_since = 0.0
+            while True:
+                status, retry_after = await self._attempt(client, request)
+                decision = self.rules.decide(
                     attempt,
-                    stats.last_error,
+                    status,
+                    retry_after,
+                    now=trio.current_time(),
+                    wall_now=self.clock(),
+                    rand=self.rng.random(),
                 )
-                return
-            stats.retries += 1
-            attempt += 1
-            await trio.sleep_until(decision.at)
+                if decision.action is Action.SENT:
+                    stats.sent += 1
+                    stats.last_success_time = self.clock()
+                    return _Outcome.DONE
+                if decision.action is Action.REJECTED:
+                    stats.permanent_failures += 1
+                    log.warning(
+                        "remote write %s: profile %s rejected, not retried: %s",
+                        cfg.name,
+                        item.profile_id,
+                        stats.last_error,
+                    )
+                    return _Outcome.DONE
+                if decision.action is Action.GIVE_UP:
+                    stats.given_up += 1
+                    log.warning(
+                        "remote write %s: profile %s given up after %d retries: %s",
+                        cfg.name,
+                        item.profile_id,
+                        attempt,
+                        stats.last_error,
+                    )
+                    return _Outcome.DONE
+                if attempt == 0:
+                    failing_since = self.clock()
+                stats.retries += 1
+                attempt += 1
+                await trio.sleep_until(decision.at)
+                if (
+                    requeue_after is not None
+                    and attempt >= requeue_after
+                    and stats.last_success_time is not None
+                    and stats.last_success_time > failing_since
+                ):  # the target takes other profiles meanwhile: this one is the problem, not the target
+                    return _Outcome.REQUEUE
+        except _Unsendable as e:
+            self._error(f"cannot send profile {item.profile_id}: {e}")
+            stats.permanent_failures += 1
+            log.warning("remote write %s: profile %s cannot be sent: %s", cfg.name, item.profile_id, e)
+        except Exception as e:  # a bug: logged with its traceback, the worker goes on
+            log.exception("remote write %s: delivering profile %s failed", cfg.name, item.profile_id)
+            self._error(f"delivering profile {item.profile_id} failed: {_describe(e)}")
+            stats.permanent_failures += 1
+        return _Outcome.DONE
+
+
+class _Outcome(Enum):
+    DONE = "done"  # delivered, rejected or given up on: the record is finished
+    REQUEUE = "requeue"  # retried REQUEUE_AFTER_RETRIES times: back to the end of the spool
 
 
 def _describe(error: BaseException) -> str:
@@ -1276,6 +1395,7 @@ class RemoteWriter:
                     "retries": s.retries,
                     "permanent_failures": s.permanent_failures,
                     "given_up": s.given_up,
+                    "requeued": s.requeued,
                     "lost_on_shutdown": s.lost_on_shutdown,
                     "last_error": s.last_error,
                     "last_error_time": s.last_error_time,

@@ -48,6 +48,7 @@ import contextlib
 import logging
 import os
 import struct
+import threading
 import zlib
 from collections import deque
 from dataclasses import dataclass
@@ -135,6 +136,8 @@ class Spool:
         self._pending_entries = 0
         self._segment_sizes: dict[int, int] = {}  # segment id -> bytes on disk
         self._read_fds: dict[int, int] = {}
+        self._read_lock = threading.Lock()  # guards _read_fds against concurrent reads
+        self._write_lock = threading.Lock()  # guards _write_fd / _new_segment / _unsynced against sync
         self._write_fd = -1
         self._write_segment = 0
         self._unsynced = False  # appended since the last sync
@@ -237,15 +240,17 @@ class Spool:
         self._enforce_bound(0)
 
     def _start_segment(self, segment_id: int) -> None:
-        if self._write_fd >= 0:
-            if self.fsync:
-                os.fsync(self._write_fd)  # a sealed segment is complete on disk before its successor
-            os.close(self._write_fd)
+        if self._write_fd >= 0 and self.fsync:
+            os.fsync(self._write_fd)  # a sealed segment is complete on disk before its successor
         path = self.directory / _segment_name(segment_id)
-        self._write_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        with self._write_lock:  # sync (a worker thread) sees the old descriptor and flag, or the new
+            old, self._write_fd = self._write_fd, fd
+            self._new_segment = True
+        if old >= 0:
+            os.close(old)
         self._write_segment = segment_id
         self._segment_sizes.setdefault(segment_id, 0)
-        self._new_segment = True
 
     # -- appending ---------------------------------------------------------------------------------
 
@@ -317,11 +322,14 @@ class Spool:
         payload = entry.payload
         if payload is not None:
             return payload
-        fd = self._read_fds.get(entry.segment)
-        if fd is None:
-            fd = os.open(self.directory / _segment_name(entry.segment), os.O_RDONLY)
-            self._read_fds[entry.segment] = fd
+        with self._read_lock:  # worker threads read at once: one descriptor per segment, none leaked
+            fd = self._read_fds.get(entry.segment)
+            if fd is None:
+                fd = os.open(self.directory / _segment_name(entry.segment), os.O_RDONLY)
+                self._read_fds[entry.segment] = fd
         data = os.pread(fd, _HEADER.size + entry.length, entry.offset)
+        if len(data) < _HEADER.size:
+            raise OSError(f"spool record at {entry.segment}:{entry.offset} is cut short on disk")
         length, crc = _HEADER.unpack_from(data, 0)
         payload = data[_HEADER.size :]
         if length != entry.length or len(payload) != length or zlib.crc32(payload) != crc:
@@ -359,20 +367,24 @@ class Spool:
     def sync(self) -> None:
         """fsync what was appended (and the directory, for a new segment). Blocking: run it in a worker
         thread while the event loop keeps appending; a record appended meanwhile waits for the next sync."""
-        fd = self._write_fd
-        new_segment = self._new_segment
-        self._unsynced = False
-        self._new_segment = False
-        if not self.fsync or fd < 0:
-            return
+        with self._write_lock:  # against _start_segment swapping the descriptor on the trio thread
+            new_segment = self._new_segment
+            self._unsynced = False
+            self._new_segment = False
+            if not self.fsync or self._write_fd < 0:
+                return
+            fd = os.dup(self._write_fd)  # stays open even if the segment is sealed meanwhile
         try:
             os.fsync(fd)
+            if new_segment:
+                fsync_dir(self.directory)
         except OSError:
-            # The segment was sealed meanwhile (sealing fsyncs it) and its descriptor closed.
-            if self._write_fd == fd:
-                raise
-        if new_segment:
-            fsync_dir(self.directory)
+            with self._write_lock:
+                self._new_segment = self._new_segment or new_segment  # the next sync tries again
+                self._unsynced = True
+            raise
+        finally:
+            os.close(fd)
 
     def commit_position(self) -> tuple[int, int]:
         """Where the oldest record not done starts (or the end of the log when every record is done)."""

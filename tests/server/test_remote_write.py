@@ -12,12 +12,13 @@ import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+import httpx2
 import pytest
 import trio
 import trio.testing
@@ -63,6 +64,7 @@ class FakeTarget:
     default: int = 200
     delay: float = 0.0
     require: dict[str, str] = field(default_factory=dict)  # headers a request must carry, else 401
+    refuse: set[str] = field(default_factory=set)  # profile ids always answered with 500
     requests: list[Received] = field(default_factory=list)
     stored: dict[str, Received] = field(default_factory=dict)
     duplicates: int = 0
@@ -99,6 +101,8 @@ class FakeTarget:
         status, extra = self.script.pop(0) if self.script else (self.default, {})
         if any(headers.get(k.lower()) != v for k, v in self.require.items()):
             status, extra = 401, {}
+        if headers.get(PROFILE_ID_HEADER.lower(), "") in self.refuse:
+            status, extra = 500, {}
         if status == 200:
             pid = headers.get(PROFILE_ID_HEADER.lower(), "")
             if pid in self.stored:
@@ -604,6 +608,64 @@ def test_relay_crash_with_a_spool_loses_nothing_and_duplicates_nothing_committed
     run(main)
 
 
+def test_a_profile_the_target_keeps_refusing_goes_to_the_spools_end_and_does_not_pin_its_segments(
+    tmp_path: Path,
+) -> None:
+    poison, *good = [item(i) for i in range(12)]
+    target = FakeTarget(refuse={poison.profile_id})
+
+    async def main() -> None:
+        async with serving(target):
+            spool = {"segment-bytes": 600, "commit-interval": "100ms"}  # about two records a segment
+            retry = {"min-backoff": "10ms", "max-backoff": "50ms"}
+            cfg = config({"t": {"address": target.url, "queue-workers": 2, **retry, "spool": spool}})
+            writer = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path)
+            async with relaying(writer):
+                writer.submit(poison)
+                for it in good:
+                    writer.submit(it)
+                await wait_until(lambda: len(target.stored) == len(good), 60)
+                # The target takes the others, so the refused one goes back to the end of the
+                # spool: the segments behind it are committed and deleted. Once nothing else is
+                # delivered, it stays where it is (no copies while the target takes nothing).
+                await wait_until(lambda: target_status(writer, "t")["requeued"] >= 1, 60)
+                spool_dir = tmp_path / "remote-write" / "t"
+                await wait_until(lambda: len(list(spool_dir.glob("*.seg"))) <= 2, 60)
+                status = target_status(writer, "t")
+                assert status["spool"]["entries"] == 1  # only the refused profile, never dropped
+                assert status["permanent_failures"] == status["given_up"] == 0
+        assert poison.profile_id not in target.stored and target.duplicates == 0
+
+    run(main)
+
+
+def test_a_profile_no_client_can_send_is_a_permanent_failure_and_the_worker_goes_on(tmp_path: Path) -> None:
+    # An ingest client may send a header value outside ASCII (the relay reads it as Latin-1); httpx2,
+    # which serves https:// targets, refuses to encode it. That profile is a permanent failure; the
+    # next one is delivered by the same single worker.
+    seen: list[str] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request.headers.get(PROFILE_ID_HEADER, ""))
+        return httpx2.Response(200)
+
+    async def main() -> None:
+        cfg = config({"t": {"address": "https://target.example", "queue-workers": 1}})
+        writer = RemoteWriter(
+            cfg, registry=CollectorRegistry(), data_dir=tmp_path, transport=httpx2.MockTransport(answer)
+        )
+        odd, fine = item(0, org_id="t\xe9"), item(1)
+        async with relaying(writer):
+            writer.submit(odd)
+            writer.submit(fine)
+            await wait_until(lambda: target_status(writer, "t")["sent"] == 1, 60)
+        status = target_status(writer, "t")
+        assert (status["permanent_failures"], status["retries"]) == (1, 0)
+        assert odd.profile_id in status["last_error"] and seen == [fine.profile_id]
+
+    run(main)
+
+
 def test_full_spool_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
     cfg = config({"t": {"address": "http://127.0.0.1:1", "spool": {"max-bytes": 1000, "segment-bytes": 400}}})
     registry = CollectorRegistry()
@@ -789,6 +851,91 @@ def test_lean_client_sends_a_body_larger_than_the_socket_buffers_whole() -> None
             r = await client.post(f"http://127.0.0.1:{port}/ingest", content=body, headers=[])
             assert r.status_code == 200 and requests[0].endswith(b"\r\n\r\n" + body)
             await client.aclose()
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_lean_client_never_takes_a_late_stray_answer_for_the_next_requests_own() -> None:
+    async def main() -> None:
+        got: list[bytes] = []
+
+        async def strays(stream: trio.SocketStream) -> None:
+            with suppress(trio.BrokenResourceError):  # the client drops the connection with the stray
+                await _answer_with_strays(stream)
+
+        async def _answer_with_strays(stream: trio.SocketStream) -> None:
+            async with stream:
+                buf = b""
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            return
+                        buf += data
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                    while len(buf) < length:
+                        buf += await stream.receive_some(65536)
+                    body, buf = buf[:length], buf[length:]
+                    got.append(body)
+                    await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    if body == b"first":  # then, later, an answer nobody asked for
+                        await trio.sleep(0.05)
+                        await stream.send_all(b"HTTP/1.1 400 Stale\r\nContent-Length: 5\r\n\r\nstale")
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, strays, 0)
+            port = int(listeners[0].socket.getsockname()[1])
+            client = _Http1Client(f"http://127.0.0.1:{port}", max_idle=4)
+            url = f"http://127.0.0.1:{port}/ingest"
+            assert (await client.post(url, content=b"first", headers=[])).status_code == 200
+            await trio.sleep(0.2)  # the stray answer is in the kept connection's buffer now
+            r = await client.post(url, content=b"second", headers=[])
+            assert (r.status_code, r.content) == (200, b"ok")  # on a new connection, its own answer
+            assert got == [b"first", b"second"]
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_lean_client_reads_a_refusal_sent_before_the_body_was_taken() -> None:
+    async def main() -> None:
+        async def refuses(stream: trio.SocketStream) -> None:
+            async with stream:
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    buf += await stream.receive_some(65536)
+                await stream.send_all(b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
+                await trio.sleep(0.2)
+            # closed with most of the body unread: the client's send fails (reset or broken pipe)
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, refuses, 0)
+            port = int(listeners[0].socket.getsockname()[1])
+            client = _Http1Client(f"http://127.0.0.1:{port}", max_idle=4)
+            r = await client.post(f"http://127.0.0.1:{port}/ingest", content=b"x" * (64 << 20), headers=[])
+            assert (r.status_code, r.content) == (413, b"big") and client._idle == []
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_lean_client_keeps_only_the_start_of_a_long_answer_and_reuses_the_connection() -> None:
+    async def main() -> None:
+        requests: list[bytes] = []
+        long = b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n" + b"y" * 300_000
+        answers = [long, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]
+        async with trio.open_nursery() as nursery:
+            port = await raw_server(nursery, answers, requests)
+            client = _Http1Client(f"http://127.0.0.1:{port}", max_idle=4)
+            url = f"http://127.0.0.1:{port}/ingest"
+            r = await client.post(url, content=b"a", headers=[])
+            assert r.status_code == 200 and r.content == b"y" * remote_write._KEPT_RESPONSE_BODY
+            assert len(client._idle) == 1
+            assert (await client.post(url, content=b"b", headers=[])).status_code == 200
+            assert len(requests) == 2 and len(client._idle) == 1
             nursery.cancel_scope.cancel()
 
     run(main)

@@ -150,6 +150,30 @@ def test_spool_forms_and_retry_defaults() -> None:
         ({"enabled": True, "targets": {"t": {"address": "ftp://bar"}}}, "is not an http:// or https:// URL"),
         ({"enabled": True, "targets": {"t": {}}}, "remote-write.targets.t.address: required"),
         (
+            {"enabled": True, "targets": {"t": {"address": "http://bar:4040/a b"}}},
+            "remote-write.targets.t.address: 'http://bar:4040/a b' has a space or control character",
+        ),
+        (
+            {"enabled": True, "targets": {"t": {"address": "http://x", "auth-token": "a\r\nX-Injected: 1"}}},
+            "remote-write.targets.t.auth-token: must not contain a line break or NUL",
+        ),
+        (
+            {"enabled": True, "targets": {"t": {"address": "http://x", "tenant-id": "t\x00"}}},
+            "remote-write.targets.t.tenant-id: must not contain a line break or NUL",
+        ),
+        (
+            {"enabled": True, "targets": {"t": {"address": "http://x", "headers": {"Bad Name": "v"}}}},
+            "remote-write.targets.t.headers: 'Bad Name' is not a valid HTTP header name",
+        ),
+        (
+            {"enabled": True, "targets": {"t": {"address": "http://x", "headers": {"X-Price": "5 €"}}}},
+            "remote-write.targets.t.headers.X-Price: '5 €' has characters an HTTP header cannot carry",
+        ),
+        (
+            {"enabled": True, "targets": {"t": {"address": "http://x", "basic-auth-user": "a:b"}}},
+            "remote-write.targets.t.basic-auth-user: must not contain ':'",
+        ),
+        (
             {"enabled": True, "targets": {"t": {"address": "http://x", "tokn": "a"}}},
             "remote-write.targets.t: unknown key 'tokn'",
         ),

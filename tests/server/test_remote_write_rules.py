@@ -71,6 +71,13 @@ def test_retry_after_seconds_and_http_date() -> None:
     assert parse_retry_after(None, NOW) is None
 
 
+@pytest.mark.parametrize("value", ["\xb2", "\u0663", "1" + "0" * 400, "9" * 5000, "-5", "1e9", "Fri, 31 Dec 99999"])
+def test_an_unreadable_retry_after_is_ignored_never_raised(value: str) -> None:
+    assert parse_retry_after(value, NOW) is None
+    decision = rules().decide(0, 429, value, now=0.0, wall_now=NOW, rand=0.5)
+    assert decision.action is Action.RETRY  # the backoff alone decides
+
+
 def test_retry_after_overrides_a_shorter_backoff_and_is_clipped() -> None:
     r = rules(min_backoff=1.0, max_backoff=2.0, max_retry_after=60.0)
     assert r.decide(0, 429, "30", now=100.0, wall_now=NOW, rand=0.9).at == pytest.approx(130.0)
@@ -154,9 +161,11 @@ def test_header_precedence() -> None:
     )
     h = {k.lower(): v for k, v in build_request(t, item(org_id="client", content_encoding=None)).headers}  # type: ignore[arg-type]
     assert h["authorization"] == "Bearer tok"
-    assert h["x-scope-orgid"] == "client"
+    assert h["x-scope-orgid"] == "from-headers"  # the operator's header beats the client's tenant
     assert h["content-type"] == "binary/octet-stream"
     assert "content-encoding" not in h and h["x-a"] == "1"
+    h = {k.lower(): v for k, v in build_request(target(), item(org_id="client")).headers}  # type: ignore[arg-type]
+    assert h["x-scope-orgid"] == "client"  # nothing configured: the client's tenant goes on
     t = target(**{"auth-token": "tok", "basic-auth-user": "u", "basic-auth-password": "p", "tenant-id": "t1"})
     h = {k.lower(): v for k, v in build_request(t, item(org_id="client")).headers}  # type: ignore[arg-type]
     assert h["authorization"] == "Basic " + base64.b64encode(b"u:p").decode()

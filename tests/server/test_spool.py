@@ -2,7 +2,9 @@
 # closing, as after kill -9), torn tails, damage, the byte bound, segment rotation and deletion.
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -254,4 +256,86 @@ def test_payloads_stay_in_memory_within_cache_bytes_until_done_and_the_rest_is_r
     assert spool._cached_bytes == sum(e.length for e in spool._entries if e.payload is not None) <= 450
     assert take_all(spool) == data[2:] + records(2, start=10)  # memory and disk agree, in order
     assert spool._cached_bytes == 0
+    spool.close()
+
+
+def _open_segment_fds(directory: Path) -> int:
+    """Descriptors of this process open on files of ``directory`` (Linux /proc)."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd).startswith(str(directory)):
+                count += 1
+    return count
+
+
+def test_concurrent_reads_open_one_descriptor_per_segment_and_close_leaves_none(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1000)
+    data = records(64)
+    for r in data:
+        spool.append(r)
+    spool.close()
+    again = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1000)  # recovered: nothing in memory
+    entries = [again.next_unread() for _ in range(64)]
+    assert all(e is not None and again.cached(e) is None for e in entries)
+    barrier = threading.Barrier(16)
+    results: dict[int, bytes] = {}
+
+    def reader(k: int) -> None:
+        barrier.wait()
+        for i in range(k, 64, 16):
+            entry = entries[i]
+            assert entry is not None
+            results[i] = again.read(entry)
+
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [results[i] for i in range(64)] == data
+    segments_read = len({e.segment for e in entries if e is not None})
+    assert _open_segment_fds(tmp_path) == segments_read + 1  # one per segment read, plus the writer's
+    again.close()
+    assert _open_segment_fds(tmp_path) == 0
+
+
+def test_a_record_cut_short_on_disk_reads_as_an_oserror(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    for r in records(3):
+        spool.append(r)
+    spool.close()
+    again = Spool(tmp_path, max_bytes=1 << 20)
+    entries = [again.next_unread() for _ in range(3)]
+    (seg,) = segments(tmp_path)
+    os.truncate(seg, entries[2].offset + 3)  # type: ignore[union-attr]  # from outside, while running
+    with pytest.raises(OSError, match="cut short"):
+        again.read(entries[2])  # type: ignore[arg-type]
+    assert again.read(entries[0]) == records(3)[0]  # type: ignore[arg-type]
+
+
+def test_sync_and_a_segment_change_on_another_thread_never_lose_the_new_segment(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 30, segment_bytes=300)  # a new segment every 2-3 records
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def syncer() -> None:
+        while not stop.is_set():
+            try:
+                spool.sync()
+            except BaseException as e:
+                errors.append(e)
+                return
+
+    thread = threading.Thread(target=syncer)
+    thread.start()
+    try:
+        for r in records(600):
+            spool.append(r)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []  # no EBADF from a descriptor closed under the sync
+    spool.sync()
+    assert not spool.needs_sync
     spool.close()

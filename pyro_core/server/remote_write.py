@@ -172,6 +172,9 @@ def decode_item(data: bytes) -> RelayItem:
         kind = meta["kind"]
         if kind not in ("ingest", "push"):
             raise ValueError(f"unknown relay item kind {kind!r}")
+        for key in ("org_id", "content_type", "content_encoding"):
+            if meta[key] is not None and not isinstance(meta[key], str):
+                raise ValueError(f"malformed spool record metadata: {key} is {meta[key]!r}")
         if "query" in meta:
             query = str(meta["query"])
         else:  # written before the raw query string was kept: the decoded pairs

@@ -195,6 +195,11 @@ def test_spool_record_round_trips_an_item() -> None:
     assert decode_item(encode_item(it)) == it
     with pytest.raises(ValueError):
         decode_item(b"\x09junk")
+    good = encode_item(it)
+    for broken in (good.replace(b'"org_id":"o"', b'"org_id":7'), good.replace(b'"kind"', b'"kinds"')):
+        meta_len = int.from_bytes(good[1:5], "big") + (len(broken) - len(good))
+        with pytest.raises(ValueError, match="malformed spool record"):
+            decode_item(broken[:1] + meta_len.to_bytes(4, "big") + broken[5:])
 
 
 def test_an_error_that_says_nothing_is_described_by_its_deepest_telling_cause() -> None:

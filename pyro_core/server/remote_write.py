@@ -1455,6 +1455,7 @@ def _html_page(status: Mapping[str, Any], now: float) -> str:
             ("retries", t["retries"]),
             ("permanent failures", t["permanent_failures"]),
             ("given up", t["given_up"]),
+            ("requeued in the spool", t["requeued"]),
             ("last success", _when(t["last_success_time"], now)),
             ("last error", f"{t['last_error'] or 'none'} — {_when(t['last_error_time'], now)}"),
         ]

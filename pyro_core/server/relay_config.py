@@ -82,6 +82,7 @@ _TARGET_KEYS: Final = (
 )
 _HEADER_NAME_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 9110 token
 _ADDRESS_FORBIDDEN_RE: Final = re.compile(r"[\x00-\x20\x7f]")
+_HEADER_VALUE_FORBIDDEN_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is allowed
 _SPOOL_KEYS: Final = frozenset({"enabled", "max-bytes", "segment-bytes", "fsync", "commit-interval"})
 
 _TAG_KEY_RE: Final = re.compile(r"[A-Za-z0-9_]+")
@@ -294,8 +295,8 @@ def _header_value(value: str | None, where: str) -> str | None:
     wire byte for byte); a clear error at start instead of every request failing later."""
     if value is None:
         return None
-    if any(c in value for c in "\r\n\x00"):
-        raise RemoteWriteConfigError(f"{where}: must not contain a line break or NUL")
+    if _HEADER_VALUE_FORBIDDEN_RE.search(value):
+        raise RemoteWriteConfigError(f"{where}: must not contain a line break, NUL or control character")
     try:
         value.encode("latin-1")
     except UnicodeEncodeError:

@@ -584,6 +584,11 @@ class _ProtocolError(Exception):
     its connection is closed."""
 
 
+class _Oversized(Exception):
+    """Raised in a parser callback: the answer's body is over _MAX_RESPONSE_BODY. The exchange ends
+    with the status already read, and the connection is closed instead of reading the rest."""
+
+
 class _Unsendable(_ProtocolError):
     """The request cannot be put on the wire (a header or URL no HTTP client may send: a CR, LF or
     NUL, a name that is not a token, a character outside Latin-1): a permanent failure, never
@@ -659,10 +664,10 @@ class _Connection:
         self.status = parser.get_status_code()
         self.keep_alive = parser.should_keep_alive()
         self.head_done = True
-        length = self.headers.get("content-length")
-        if length is not None and int(length) > _MAX_RESPONSE_BODY:  # llhttp checked the digits
-            raise _ProtocolError(f"response body too large ({length} bytes)")
         self.chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        length = self.headers.get("content-length")
+        if length is not None and int(length) > _MAX_RESPONSE_BODY and self.status >= 200:
+            raise _Oversized  # llhttp checked the digits; the status stands, the body is not read
 
     def on_body(self, body: bytes) -> None:
         if self.complete:
@@ -670,7 +675,7 @@ class _Connection:
         kept = self.size
         self.size += len(body)
         if self.size > _MAX_RESPONSE_BODY:
-            raise _ProtocolError("response body too large")
+            raise _Oversized  # the status stands; the rest of the body is not read
         if kept < _KEPT_RESPONSE_BODY:
             self.parts.append(bytes(body[: _KEPT_RESPONSE_BODY - kept]))
 
@@ -697,6 +702,9 @@ class _Connection:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as e:
+            if isinstance(e.__context__, _Oversized):  # answered; the connection goes with the body
+                self.complete, self.keep_alive, self.surplus = True, False, True
+                return
             if isinstance(e.__context__, _ProtocolError):
                 raise e.__context__ from None
             raise _ProtocolError(str(e)) from None
@@ -719,10 +727,9 @@ class _Connection:
         sock = self.sock
         try:
             if len(content) < 65536:
-                await _send_all(sock, request + content)
+                whole = await _send_all(sock, request + content)
             else:  # not worth a copy
-                await _send_all(sock, request)
-                await _send_all(sock, content)
+                whole = await _send_all(sock, request) and await _send_all(sock, content)
         except OSError:
             with trio.move_on_after(_ANSWER_GRACE), suppress(OSError, _ProtocolError):
                 await self._read_answer()
@@ -731,6 +738,8 @@ class _Connection:
             self.keep_alive = False
         else:
             await self._read_answer()
+            if not whole:  # answered before taking the whole request: the connection cannot go on
+                self.keep_alive = False
         return _Response(self.status, self.headers, b"".join(self.parts))
 
     async def _read_answer(self) -> None:
@@ -766,17 +775,42 @@ class _Connection:
         return False  # bytes nobody asked for, or b"": the target closed it
 
 
-async def _send_all(sock: socket.socket, data: bytes) -> None:
+async def _send_all(sock: socket.socket, data: bytes) -> bool:
     """Write all of ``data`` to a non-blocking socket, waiting only when the kernel's buffer is full
-    (not a checkpoint by itself: the exchange's wait for the response is)."""
+    (not a checkpoint by itself: the exchange's wait for the response is). False if the target
+    started answering while the buffer was full (a 413 before reading a large body): the rest is
+    not sent."""
     view = memoryview(data)
     while view:
         try:
             sent = sock.send(view)
         except BlockingIOError:
-            await trio.lowlevel.wait_writable(sock)
+            if await _writable_or_answered(sock):
+                return False
             continue
         view = view[sent:]
+    return True
+
+
+async def _writable_or_answered(sock: socket.socket) -> bool:
+    """Wait until ``sock`` takes more bytes (False) or has something to read (True: an answer, or the
+    target's close). Only a request that fills the kernel's buffer gets here."""
+    answered = False
+    async with trio.open_nursery() as nursery:
+
+        async def writable() -> None:
+            await trio.lowlevel.wait_writable(sock)
+            nursery.cancel_scope.cancel()
+
+        async def readable() -> None:
+            nonlocal answered
+            await trio.lowlevel.wait_readable(sock)
+            answered = True
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(writable)
+        nursery.start_soon(readable)
+    return answered
 
 
 def _close(sock: socket.socket) -> None:
@@ -969,8 +1003,10 @@ class _Target:
         if spool is None:
             return
         async with self._commit_lock:
-            await self.wait_synced()
+            # The position first: every record before it is done, and every copy a requeue appended
+            # for one of them was appended before it, so the sync below covers the copies too.
             position = spool.commit_position()
+            await self.wait_synced()
             await trio.to_thread.run_sync(spool.commit, position)
 
     async def _maintain(self, interval: float) -> None:
@@ -1073,17 +1109,20 @@ class _Target:
                 self.stats.given_up += 1
                 done = True
                 return
-            outcome = await self._deliver(client, item, requeue_after=REQUEUE_AFTER_RETRIES)
-            done = self._requeue(spool, data) if outcome is _Outcome.REQUEUE else True
+            # A requeued copy starts its retries again: with a max-retries set, the record keeps its
+            # place instead, so that max-retries still ends it.
+            requeue_after = REQUEUE_AFTER_RETRIES if self.config.retry.max_retries is None else None
+            outcome = await self._deliver(client, item, requeue_after=requeue_after)
+            done = self._requeue(spool, entry, data) if outcome is _Outcome.REQUEUE else True
         finally:
             if done:
-                spool.ack(entry)
+                spool.ack(entry)  # a no-op after a requeue (the spool finished it)
             else:  # cancelled (shutdown), or could not be requeued: delivered again later
                 spool.release(entry)
             self.stats.in_flight -= 1
             self._notify()
 
-    def _requeue(self, spool: Spool, data: bytes) -> bool:
+    def _requeue(self, spool: Spool, entry: SpoolEntry, data: bytes) -> bool:
         """Append a record that keeps failing while the target takes others again at the spool's
         tail, so that the commit position (the oldest record not done) moves past it and its segment
         can go: one profile that a target keeps refusing with 5xx must not pin every later segment on
@@ -1091,11 +1130,11 @@ class _Target:
         (a crash before that commit delivers the profile twice: at least once). False if the append
         failed (the original is then released and tried again)."""
         try:
-            copy = spool.append(data)
+            copy = spool.requeue(entry, data)
         except (OSError, ValueError) as e:
             self._error(f"spool append failed: {e}")
             return False
-        if copy is None:  # larger than the spool's bound now: counted as dropped by the spool
+        if copy is None:  # refused by the spool's bound: counted as dropped by the spool
             self.stats.dropped += 1
             return True
         self._append_seq += 1

@@ -341,6 +341,22 @@ class Spool:
         if entry.state != _DONE:
             self._finish(entry)
 
+    def requeue(self, entry: SpoolEntry, payload: bytes) -> SpoolEntry | None:
+        """Append ``payload`` (the record of ``entry``, an entry in delivery) again at the end and
+        finish ``entry``, as one step: the bound counts the record once, so a requeue never drops
+        another record to make room for its own copy. The copy (None if the bound refused it) is
+        handed out after everything before it. Raises OSError when the append fails; ``entry`` is
+        then still in delivery (release it)."""
+        if entry.state != _READING:
+            raise ValueError("only an entry in delivery can be requeued")
+        self._pending_bytes -= entry.length  # leaving: not counted against the copy
+        try:
+            copy = self.append(payload)
+        finally:
+            self._pending_bytes += entry.length
+        self._finish(entry)
+        return copy
+
     def release(self, entry: SpoolEntry) -> None:
         """Give an entry in delivery back: it is the next one handed out again."""
         if entry.state == _READING:
@@ -465,6 +481,7 @@ class Spool:
             for fd in self._read_fds.values():
                 os.close(fd)
             self._read_fds.clear()
-            if self._write_fd >= 0:
-                os.close(self._write_fd)
-                self._write_fd = -1
+            with self._write_lock:  # a sync in a worker thread dups it under this lock
+                fd, self._write_fd = self._write_fd, -1
+            if fd >= 0:
+                os.close(fd)

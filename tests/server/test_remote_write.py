@@ -666,6 +666,27 @@ def test_a_profile_no_client_can_send_is_a_permanent_failure_and_the_worker_goes
     run(main)
 
 
+def test_with_max_retries_set_a_refused_profile_keeps_its_place_and_is_given_up(tmp_path: Path) -> None:
+    poison, *good = [item(i) for i in range(6)]
+    target = FakeTarget(refuse={poison.profile_id})
+
+    async def main() -> None:
+        async with serving(target):
+            retry = {"min-backoff": "10ms", "max-backoff": "20ms", "max-retries": 12}
+            cfg = config({"t": {"address": target.url, "queue-workers": 2, **retry, "spool": True}})
+            writer = RemoteWriter(cfg, registry=CollectorRegistry(), data_dir=tmp_path)
+            async with relaying(writer):
+                writer.submit(poison)
+                for it in good:
+                    writer.submit(it)
+                await wait_until(lambda: target_status(writer, "t")["given_up"] == 1, 60)
+                status = target_status(writer, "t")
+                assert (status["requeued"], status["retries"], status["sent"]) == (0, 12, len(good))
+                assert status["spool"]["entries"] == 0
+
+    run(main)
+
+
 def test_full_spool_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
     cfg = config({"t": {"address": "http://127.0.0.1:1", "spool": {"max-bytes": 1000, "segment-bytes": 400}}})
     registry = CollectorRegistry()
@@ -922,6 +943,28 @@ def test_lean_client_reads_a_refusal_sent_before_the_body_was_taken() -> None:
     run(main)
 
 
+def test_lean_client_reads_a_refusal_from_a_target_that_neither_reads_the_body_nor_closes() -> None:
+    async def main() -> None:
+        async def refuses(stream: trio.SocketStream) -> None:
+            async with stream:
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    buf += await stream.receive_some(65536)
+                await stream.send_all(b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nbig")
+                await trio.sleep_forever()  # holds the connection open, reads nothing more
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, refuses, 0)
+            port = int(listeners[0].socket.getsockname()[1])
+            client = _Http1Client(f"http://127.0.0.1:{port}", max_idle=4)
+            with trio.fail_after(30):  # the caller's timeout would otherwise end it as a network error
+                r = await client.post(f"http://127.0.0.1:{port}/ingest", content=b"x" * (64 << 20), headers=[])
+            assert (r.status_code, r.content) == (413, b"big") and client._idle == []
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
 def test_lean_client_keeps_only_the_start_of_a_long_answer_and_reuses_the_connection() -> None:
     async def main() -> None:
         requests: list[bytes] = []
@@ -994,7 +1037,7 @@ def test_lean_client_caps_the_response_head_and_body(monkeypatch: pytest.MonkeyP
         ok = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789"  # at the cap: fine
         answers = [
             b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (200 * 1024) + b"\r\nContent-Length: 0\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n",  # declared too large: not read
+            b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n",  # declared too large: not read at all
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n012345\r\n5\r\n67890\r\n0\r\n\r\n",
             b"HTTP/1.0 200 OK\r\n\r\n0123456789A",  # delimited by the close
             ok,
@@ -1006,10 +1049,14 @@ def test_lean_client_caps_the_response_head_and_body(monkeypatch: pytest.MonkeyP
             port = await raw_server(nursery, answers, requests)
             client = _Http1Client(f"http://127.0.0.1:{port}", max_idle=4)
             url = f"http://127.0.0.1:{port}/ingest"
-            for _ in range(4):
-                with pytest.raises(_ProtocolError):
-                    await client.post(url, content=b"x", headers=[])
-                assert client._idle == []  # a failed exchange closes its connection
+            with pytest.raises(_ProtocolError, match="head too large"):
+                await client.post(url, content=b"x", headers=[])
+            assert client._idle == []  # a failed exchange closes its connection
+            # A body over the cap: the status stands (a 2xx is a delivery, not a retry), the body is
+            # cut where the cap was crossed, and the connection is closed instead of read on.
+            for content in (b"", b"012345", b""):
+                r = await client.post(url, content=b"x", headers=[])
+                assert (r.status_code, r.content) == (200, content) and client._idle == []
             assert (await client.post(url, content=b"x", headers=[])).content == b"0123456789"
             for _ in range(3):
                 with pytest.raises(_ProtocolError):

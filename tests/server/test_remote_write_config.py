@@ -155,11 +155,11 @@ def test_spool_forms_and_retry_defaults() -> None:
         ),
         (
             {"enabled": True, "targets": {"t": {"address": "http://x", "auth-token": "a\r\nX-Injected: 1"}}},
-            "remote-write.targets.t.auth-token: must not contain a line break or NUL",
+            "remote-write.targets.t.auth-token: must not contain a line break, NUL or control character",
         ),
         (
             {"enabled": True, "targets": {"t": {"address": "http://x", "tenant-id": "t\x00"}}},
-            "remote-write.targets.t.tenant-id: must not contain a line break or NUL",
+            "remote-write.targets.t.tenant-id: must not contain a line break, NUL or control character",
         ),
         (
             {"enabled": True, "targets": {"t": {"address": "http://x", "headers": {"Bad Name": "v"}}}},

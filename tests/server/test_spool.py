@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pyro_core.server import spool as spool_module
 from pyro_core.server.spool import Spool
 
 
@@ -314,7 +315,9 @@ def test_a_record_cut_short_on_disk_reads_as_an_oserror(tmp_path: Path) -> None:
     assert again.read(entries[0]) == records(3)[0]  # type: ignore[arg-type]
 
 
-def test_sync_and_a_segment_change_on_another_thread_never_lose_the_new_segment(tmp_path: Path) -> None:
+def test_sync_and_a_segment_change_on_another_thread_never_lose_the_new_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spool = Spool(tmp_path, max_bytes=1 << 30, segment_bytes=300)  # a new segment every 2-3 records
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -327,6 +330,19 @@ def test_sync_and_a_segment_change_on_another_thread_never_lose_the_new_segment(
                 errors.append(e)
                 return
 
+    events: list[str] = []
+    start_segment, fsync_dir = Spool._start_segment, spool_module.fsync_dir
+
+    def recording_start(self: Spool, segment_id: int) -> None:
+        start_segment(self, segment_id)
+        events.append("segment")
+
+    def recording_fsync_dir(directory: Path) -> None:
+        events.append("dir")
+        fsync_dir(directory)
+
+    monkeypatch.setattr(Spool, "_start_segment", recording_start)
+    monkeypatch.setattr(spool_module, "fsync_dir", recording_fsync_dir)
     thread = threading.Thread(target=syncer)
     thread.start()
     try:
@@ -338,4 +354,25 @@ def test_sync_and_a_segment_change_on_another_thread_never_lose_the_new_segment(
     assert errors == []  # no EBADF from a descriptor closed under the sync
     spool.sync()
     assert not spool.needs_sync
+    # Every new segment file was followed by a directory fsync (the flag never got lost).
+    last_segment = len(events) - 1 - events[::-1].index("segment")
+    assert "dir" in events[last_segment + 1 :] and events.count("segment") > 100
     spool.close()
+
+
+def test_a_requeue_counts_its_record_once_against_the_bound_and_hands_the_copy_out_last(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=300)  # exactly three 100-byte payloads
+    data = records(3)
+    for r in data:
+        spool.append(r)
+    first = spool.next_unread()
+    assert first is not None
+    copy = spool.requeue(first, spool.read(first))
+    assert copy is not None and spool.cached(copy) == data[0]
+    st = spool.stats()
+    assert (st.dropped, st.entries, st.bytes) == (0, 3, 300)  # nobody dropped to make room for it
+    assert take_all(spool) == [data[1], data[2], data[0]]
+    with pytest.raises(ValueError):
+        spool.requeue(first, data[0])  # finished: not in delivery any more
+    spool.close()
+    assert take_all(Spool(tmp_path, max_bytes=300)) == []  # the original is committed away too

@@ -175,11 +175,9 @@ def ceiling_server() -> Iterator[str]:
         yield url
 
 
-@contextmanager
-def pyro_server(data: Path) -> Iterator[str]:
-    """One `pyro-core server` process (single node, data under ``data``); yields its base URL."""
-    port = free_port()
-    argv = [
+def server_argv(data: Path, port: int, *extra: str) -> list[str]:
+    """The command line of one single-node `pyro-core server` on ``port`` (limits lifted), plus ``extra``."""
+    return [
         sys.executable,
         "-m",
         "pyro_core",
@@ -191,9 +189,16 @@ def pyro_server(data: Path) -> Iterator[str]:
         f"-memberlist.bind-port={free_port()}",
         "-log.level=warn",
         *UNLIMITED,
+        *extra,
     ]
+
+
+@contextmanager
+def pyro_server(data: Path) -> Iterator[str]:
+    """One `pyro-core server` process (single node, data under ``data``); yields its base URL."""
+    port = free_port()
     url = f"http://{HOST}:{port}"
-    with running(argv, url + "/ready"):
+    with running(server_argv(data, port), url + "/ready"):
         yield url
 
 

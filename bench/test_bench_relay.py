@@ -61,24 +61,10 @@ pytestmark = pytest.mark.skipif(
 
 
 def server_argv(data: Path, port: int, config: Path | None = None) -> list[str]:
-    argv = [
-        sys.executable,
-        "-m",
-        "pyro_core",
-        "server",
-        f"-server.http-listen-port={port}",
-        f"-server.http-listen-address={HOST}",
-        f"-pyroscopedb.data-path={data}",
-        f"-memberlist.bind-addr={HOST}",
-        f"-memberlist.bind-port={ingest_wrk.free_port()}",
-        "-memberlist.leave-timeout=2s",
-        "-ingester.heartbeat-period=1s",
-        "-log.level=warn",
-        *ingest_wrk.UNLIMITED,
-    ]
+    extra = ["-memberlist.leave-timeout=2s", "-ingester.heartbeat-period=1s"]
     if config is not None:
-        argv.append(f"-config.file={config}")
-    return argv
+        extra.append(f"-config.file={config}")
+    return ingest_wrk.server_argv(data, port, *extra)
 
 
 def cpu_seconds(pid: int) -> float:
